@@ -1,0 +1,140 @@
+"""The contract every storage engine fulfils, kept to what the stamp protocol needs.
+
+A backend stores opaque bytes under string keys with a TTL. Each method is one network round trip
+on a remote engine, which is why the miss path and the invalidation path are single composite
+calls (``prepare``, ``delete_and_get``) rather than sequences of small ones. Errors of the
+underlying client are converted to :class:`~freshcache.exceptions.BackendError` by
+:func:`wrap_errors`, the one place where that happens; whether the error reaches the user is
+decided by the store (``FRESHCACHE_DEGRADE_ON_FAILURE``), not here.
+
+The async twins default to running the sync method in a worker thread; an engine with a native
+async client may override them.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from freshcache.exceptions import BackendError
+
+__all__ = ["Backend", "wrap_errors"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def wrap_errors(
+    *error_types: type[BaseException],
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn the client's exceptions into BackendError, keeping the original as ``__cause__``."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return func(*args, **kwargs)
+            except BackendError:
+                raise
+            except error_types as exc:
+                raise BackendError(f"{func.__qualname__} failed: {exc}") from exc
+
+        return wrapper
+
+    return decorate
+
+
+class Backend(abc.ABC):
+    """Storage for values, stamps and scheme registries.
+
+    Semantics every engine must give (the contract tests in ``tests/test_backends.py`` check
+    them on each engine):
+
+    * a key past its TTL reads as missing;
+    * ``prepare`` runs its writes in order and then reads, so the read sees them;
+    * ``append`` on a missing key creates it without a TTL, as Redis does.
+    """
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values of ``keys`` in order, None for missing ones (one round trip)."""
+
+    @abc.abstractmethod
+    def set_many(self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()) -> None:
+        """Store values with a TTL (seconds); extend ``touch`` keys' TTL to at least ``ttl``."""
+
+    @abc.abstractmethod
+    def prepare(
+        self,
+        nx: Mapping[str, bytes],
+        appends: Sequence[tuple[str, bytes]],
+        overwrite: Mapping[str, bytes],
+        ttl: int,
+        keys: Sequence[str],
+    ) -> list[bytes | None]:
+        """SET NX (with ``ttl``) each of ``nx``, APPEND each of ``appends``, SET ``overwrite``
+        (with ``ttl``), then read ``keys``: one round trip."""
+
+    @abc.abstractmethod
+    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        """Delete ``delete`` then read ``keys`` (one round trip)."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self.delete_and_get(keys, ())
+
+    @abc.abstractmethod
+    def ping(self) -> bool:
+        """True when the engine answers; raises BackendError when it does not."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the backend may be used again afterwards."""
+
+    # -- async twins ------------------------------------------------------------------------------
+
+    async def aget_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await sync_to_async(self.get_many, thread_sensitive=False)(keys)
+
+    async def aset_many(
+        self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()
+    ) -> None:
+        await sync_to_async(self.set_many, thread_sensitive=False)(mapping, ttl, touch)
+
+    async def aprepare(
+        self,
+        nx: Mapping[str, bytes],
+        appends: Sequence[tuple[str, bytes]],
+        overwrite: Mapping[str, bytes],
+        ttl: int,
+        keys: Sequence[str],
+    ) -> list[bytes | None]:
+        return await sync_to_async(self.prepare, thread_sensitive=False)(
+            nx, appends, overwrite, ttl, keys
+        )
+
+    async def adelete_and_get(
+        self, delete: Sequence[str], keys: Sequence[str]
+    ) -> list[bytes | None]:
+        return await sync_to_async(self.delete_and_get, thread_sensitive=False)(delete, keys)
+
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        await sync_to_async(self.delete_many, thread_sensitive=False)(keys)
+
+    async def aping(self) -> bool:
+        return await sync_to_async(self.ping, thread_sensitive=False)()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+    def describe(self) -> str:
+        return self.name
+
+
+def options(config: Any) -> dict[str, Any]:
+    """A copy of a dict-shaped setting, so engines never mutate the user's settings."""
+    return dict(config) if isinstance(config, Mapping) else {}

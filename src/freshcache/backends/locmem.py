@@ -1,0 +1,114 @@
+"""An in-process engine with Redis' semantics: the embedded default and the test double.
+
+It keeps TTLs, ``APPEND`` creating keys without a TTL, and ordered composite operations, so the
+stamp protocol behaves exactly as on Redis within one process. It is bounded: past
+``FRESHCACHE_LOCMEM_MAX_ENTRIES`` the least recently used keys go, which the protocol tolerates
+like Redis eviction (an evicted stamp or registry only causes misses).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from freshcache.backends.base import Backend
+
+__all__ = ["LocMemBackend"]
+
+_stores: dict[str, tuple[OrderedDict[str, tuple[bytes, float | None]], threading.Lock]] = {}
+_stores_lock = threading.Lock()
+
+
+class LocMemBackend(Backend):
+    """A thread-safe ``key -> (value, expires_at)`` dict; same-``name`` instances share it."""
+
+    name = "locmem"
+
+    def __init__(self, name: str = "default", max_entries: int = 200_000) -> None:
+        self.store_name = name
+        self.max_entries = max_entries
+        with _stores_lock:
+            if name not in _stores:
+                _stores[name] = (OrderedDict(), threading.Lock())
+            self._data, self._lock = _stores[name]
+
+    # All helpers below expect self._lock to be held.
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= now:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def _set(self, key: str, value: bytes, expires: float | None) -> None:
+        self._data[key] = (value, expires)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        with self._lock:
+            return [self._get(key, now) for key in keys]
+
+    def set_many(self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()) -> None:
+        now = time.monotonic()
+        expires = now + ttl
+        with self._lock:
+            for key, value in mapping.items():
+                self._set(key, value, expires)
+            for key in touch:
+                current = self._get(key, now)
+                if current is not None:
+                    old_expires = self._data[key][1]
+                    if old_expires is not None and old_expires < expires:
+                        self._data[key] = (current, expires)
+
+    def prepare(
+        self,
+        nx: Mapping[str, bytes],
+        appends: Sequence[tuple[str, bytes]],
+        overwrite: Mapping[str, bytes],
+        ttl: int,
+        keys: Sequence[str],
+    ) -> list[bytes | None]:
+        now = time.monotonic()
+        expires = now + ttl
+        with self._lock:
+            for key, value in nx.items():
+                if self._get(key, now) is None:
+                    self._set(key, value, expires)
+            for key, value in appends:
+                current = self._get(key, now)
+                if current is None:
+                    self._set(key, value, None)
+                else:
+                    self._set(key, current + value, self._data[key][1])
+            for key, value in overwrite.items():
+                self._set(key, value, expires)
+            return [self._get(key, now) for key in keys]
+
+    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        with self._lock:
+            for key in delete:
+                self._data.pop(key, None)
+            return [self._get(key, now) for key in keys]
+
+    def ping(self) -> bool:
+        return True
+
+    def clear(self) -> None:
+        """Forget everything (tests; the store never needs it)."""
+        with self._lock:
+            self._data.clear()
+
+    def describe(self) -> str:
+        return f"locmem:{self.store_name}"

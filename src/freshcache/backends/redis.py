@@ -1,0 +1,150 @@
+"""The Redis engine: redis-py (with hiredis when installed), configured the way the seed describes.
+
+``FRESHCACHE_REDIS`` is a URL (``redis://``, ``rediss://``, ``unix://``) or a dict of client
+arguments (``host``, ``port``, ``db``, ``password``, ``socket_timeout``, ``unix_socket_path``...);
+``FRESHCACHE_SENTINEL`` selects the primary through Sentinel; ``FRESHCACHE_CLIENT_CLASS`` swaps
+the client class. Every composite operation is one non-transactional pipeline: the stamp protocol
+needs ordering within a round trip, not atomicity, which is also what keeps it cluster-friendly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import redis
+from django.utils.module_loading import import_string
+
+from freshcache.backends.base import Backend, options, wrap_errors
+from freshcache.exceptions import ImproperlyConfigured
+
+__all__ = ["RedisBackend", "make_client"]
+
+_errors = wrap_errors(redis.RedisError, OSError)
+
+
+def client_class(dotted: str | type | None) -> type[redis.Redis]:
+    if dotted is None:
+        return redis.Redis
+    cls = import_string(dotted) if isinstance(dotted, str) else dotted
+    if not (isinstance(cls, type) and issubclass(cls, redis.Redis)):
+        raise ImproperlyConfigured(
+            f"FRESHCACHE_CLIENT_CLASS must name a subclass of redis.Redis, got {dotted!r}"
+        )
+    return cls
+
+
+def make_client(
+    config: str | Mapping[str, Any] | None,
+    sentinel: Mapping[str, Any] | None = None,
+    client_cls: str | type | None = None,
+) -> redis.Redis:
+    """Build the client from the settings' shapes; raise ImproperlyConfigured naming the fix."""
+    cls = client_class(client_cls)
+    if sentinel:
+        from redis.sentinel import Sentinel
+
+        conf = options(sentinel)
+        try:
+            locations = conf.pop("locations")
+            service_name = conf.pop("service_name")
+        except KeyError as exc:
+            raise ImproperlyConfigured(
+                f"FRESHCACHE_SENTINEL needs {exc.args[0]!r}, e.g. "
+                "{'locations': [('localhost', 26379)], 'service_name': 'mymaster'}"
+            ) from None
+        sentinel_kwargs = conf.pop("sentinel_kwargs", None)
+        socket_timeout = conf.pop("socket_timeout", None)
+        manager = Sentinel(
+            locations, socket_timeout=socket_timeout, sentinel_kwargs=sentinel_kwargs
+        )
+        return manager.master_for(
+            service_name, redis_class=cls, socket_timeout=socket_timeout, **conf
+        )
+    if config is None:
+        return cls()
+    if isinstance(config, str):
+        try:
+            return cls.from_url(config)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"FRESHCACHE_REDIS is not a valid Redis URL: {exc}") from exc
+    if isinstance(config, Mapping):
+        conf = options(config)
+        url = conf.pop("url", None)
+        return cls.from_url(url, **conf) if url else cls(**conf)
+    raise ImproperlyConfigured(
+        "FRESHCACHE_REDIS must be a URL string or a dict of redis.Redis arguments, "
+        f"not {type(config).__name__}"
+    )
+
+
+class RedisBackend(Backend):
+    name = "redis"
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls) -> RedisBackend:
+        from freshcache.conf import settings
+
+        return cls(make_client(settings.REDIS, settings.SENTINEL, settings.CLIENT_CLASS))
+
+    @_errors
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return cast("list[bytes | None]", self.client.mget(keys))
+
+    @_errors
+    def set_many(self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in mapping.items():
+            pipe.set(key, value, ex=ttl)
+        for key in touch:
+            pipe.expire(key, ttl, gt=True)
+        pipe.execute()
+
+    @_errors
+    def prepare(
+        self,
+        nx: Mapping[str, bytes],
+        appends: Sequence[tuple[str, bytes]],
+        overwrite: Mapping[str, bytes],
+        ttl: int,
+        keys: Sequence[str],
+    ) -> list[bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in nx.items():
+            pipe.set(key, value, ex=ttl, nx=True)
+        for key, value in appends:
+            pipe.append(key, value)
+        for key, value in overwrite.items():
+            pipe.set(key, value, ex=ttl)
+        pipe.mget(keys)
+        return cast("list[bytes | None]", pipe.execute()[-1])
+
+    @_errors
+    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            if delete:
+                self.client.delete(*delete)
+            return []
+        if not delete:
+            return cast("list[bytes | None]", self.client.mget(keys))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(*delete)
+        pipe.mget(keys)
+        return cast("list[bytes | None]", pipe.execute()[-1])
+
+    @_errors
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def close(self) -> None:
+        self.client.close()
+
+    def describe(self) -> str:
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"redis:{where}/{kwargs.get('db', 0)}"

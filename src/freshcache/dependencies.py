@@ -1,0 +1,739 @@
+"""What a query's result depends on: per table, a disjunction of conjunctions of column equalities.
+
+A dependency ``{"blog_post": {(("category_id", 3), ("published", True)), ()}}`` reads "any row of
+``blog_post`` with ``category_id = 3 AND published``, or (``()``) any row at all". The one rule:
+**a dependency may be coarser than the truth, never narrower.** A row write that can change a
+query's result matches, with its old or its new values, one conjunction of that table. So every
+doubt resolves towards a shorter conjunction (ultimately ``()``) or towards
+:class:`~freshcache.exceptions.UncacheableQuery`.
+
+How a :class:`~django.db.models.sql.Query` is read, in one pass without copying it:
+
+* ``query.where`` becomes a DNF. Atoms are ``Exact``, ``In`` (one disjunct per value; more than
+  ``max_in`` values drop the atom) and ``IsNull(True)`` (value ``None``) and their ``Related*``
+  twins, with a plain ``Col`` as lhs and a literal rhs. Every other condition is dropped (it
+  becomes "true"); subqueries inside it still count. A negated node is dropped whole.
+  ``NothingNode`` and an empty ``IN`` are "false": the disjunct disappears, and a WHERE that is
+  always false reads no row. XOR is treated as OR (an odd count of true children needs one).
+  Past ``max_conjs`` disjuncts, a node keeps only the atoms all its disjuncts share.
+* Only exactly-comparable columns make atoms, because a stamp key compares values in Python while
+  the database compares them in SQL: Django's own integer, boolean, text, float, decimal, date,
+  time, datetime and UUID fields (also behind a foreign key), no ``db_collation``, no overridden
+  ``db_type``/``get_db_prep_value``. Text counts only on sqlite and PostgreSQL, whose default
+  comparison is exact (MySQL collations ignore case, Oracle reads ``''`` as NULL). Decimals with
+  more places than the column keeps, or over 15 significant digits (sqlite keeps REALs), drop.
+* The rhs is prepped once more through the column's field (``get_prep_value`` is idempotent): a
+  lookup built from an expression, ``Exact(F("published"), 1)``, is not prepped by Django.
+* Each alias in FROM (refcount > 0, and the base table) gets, per disjunct, the atoms on its
+  columns, plus the values that join equalities carry over from other aliases (only between
+  columns of the same kind, never ``None``; conflicting values carry nothing). An ``IS NULL`` on a
+  LEFT OUTER joined alias (or below one) is dropped: a missing row is what makes it true.
+* Joins Django only makes when compiling are rebuilt from the model: parents of a multi-table
+  child (default columns), ``select_related``, ``order_by`` and ``Meta.ordering`` (including a
+  related model's ordering), ``distinct(*fields)``. Existing joins are reused as Django does.
+* Subqueries (``__in=qs``, ``Exists``, ``Subquery``, in filters, annotations, ordering, joins'
+  ``FilteredRelation``), unions and ``count()``'s inner query add their own dependencies; a
+  condition correlated by ``OuterRef`` is an expression rhs and drops.
+
+Uncacheable, with the reason: ``extra()`` (raw SQL on any table), ``RawSQL``/``ExtraWhere``
+(same), ``order_by("?")``/``Random``, ``Now``, ``UUID4``/``UUID7``, ``RandomUUID``,
+``TransactionNow`` (each run differs), any expression, lookup, transform, aggregate, join or
+where-node class defined outside ``django`` (its SQL may read anything; ``.nocache()`` it), a bare
+``Func``/``Aggregate`` or any expression given ``function=``/``template=`` (raw SQL by another
+name), ``select_for_update()`` (a locking read must reach the database), ``RawQuery`` and write
+queries (not reads).
+
+Stamp keys: ``{prefix}s:{table}`` for ``()``, else ``{prefix}s:{table}:{cols}:{digest}`` where the
+digest (BLAKE2b, 12 bytes) covers a type-tagged encoding of the values: no raw value in a key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import re
+import uuid
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any
+
+from django.core.exceptions import FieldError
+from django.db import connections
+from django.db.models import Q, QuerySet, lookups
+from django.db.models.aggregates import Aggregate
+from django.db.models.expressions import Col, F, Func
+from django.db.models.fields.related_lookups import RelatedExact, RelatedIn, RelatedIsNull
+from django.db.models.fields.reverse_related import ForeignObjectRel
+from django.db.models.lookups import Exact, In, IsNull, Lookup, Transform
+from django.db.models.sql.constants import LOUTER
+from django.db.models.sql.datastructures import BaseTable, Join
+from django.db.models.sql.query import Query
+from django.db.models.sql.subqueries import DeleteQuery, InsertQuery, UpdateQuery
+from django.db.models.sql.where import AND, NothingNode, WhereNode
+
+from freshcache.exceptions import UncacheableQuery
+
+__all__ = [
+    "UNKNOWN",
+    "Conj",
+    "Deps",
+    "instance_dependencies",
+    "merge",
+    "model_dependencies",
+    "normalize",
+    "query_dependencies",
+    "row_conj_values",
+    "row_stamp_keys",
+    "scheme",
+    "stamp_key",
+]
+
+Conj = tuple[tuple[str, Hashable], ...]
+Deps = dict[str, frozenset[Conj]]
+Disjunct = dict[tuple[str, str], Hashable]  # (alias, column) -> value; None is IS NULL
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+_ALL: frozenset[Conj] = frozenset({()})
+_EQ = (Exact, RelatedExact, getattr(lookups, "IntegerFieldExact", Exact))  # the last: Django 5+
+_IN = (In, RelatedIn)
+_ISNULL = (IsNull, RelatedIsNull)
+_ATOMS = frozenset(_EQ + _IN + _ISNULL)
+_EXACT_TEXT_VENDORS = frozenset({"sqlite", "postgresql"})
+_KINDS = {
+    **dict.fromkeys(
+        ["AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
+         "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
+         "PositiveSmallIntegerField"], int),
+    **dict.fromkeys(["BooleanField", "NullBooleanField"], bool),
+    **dict.fromkeys(["CharField", "TextField", "SlugField"], str),
+    "FloatField": float, "DecimalField": decimal.Decimal, "DateTimeField": dt.datetime,
+    "DateField": dt.date, "TimeField": dt.time, "UUIDField": uuid.UUID,
+}  # fmt: skip
+_PINNED = ("db_type", "rel_db_type", "db_parameters", "get_db_prep_value", "get_db_prep_save")
+_FORBIDDEN = {
+    "django.db.models.expressions.RawSQL": "RawSQL is opaque SQL",
+    "django.db.models.sql.where.ExtraWhere": "extra(where=...) is opaque SQL",
+    "django.db.models.functions.math.Random": "random ordering or values",
+    "django.db.models.functions.datetime.Now": "Now() changes every call",
+    "django.db.models.functions.uuid.UUID4": "UUID4() changes every call",
+    "django.db.models.functions.uuid.UUID7": "UUID7() changes every call",
+    "django.contrib.postgres.functions.RandomUUID": "RandomUUID() changes every call",
+    "django.contrib.postgres.functions.TransactionNow": "TransactionNow() changes every call",
+}
+_SCALARS = frozenset({str, int, float, bool, bytes, decimal.Decimal, dt.datetime, dt.date,
+                      dt.time, dt.timedelta, uuid.UUID, type(None)})  # fmt: skip
+_DECIMALS = decimal.Context(prec=60)
+_COLUMN_REF = re.compile(r'([`"]?)\w+\1\.([`"]?)\w+\2')
+_TAGS = {int: "i", float: "f", str: "s", decimal.Decimal: "d", dt.datetime: "D", dt.date: "a",
+         dt.time: "t", uuid.UUID: "u"}  # fmt: skip
+_CANONICAL = frozenset({type(None), bool, int, float, str, uuid.UUID, dt.date})
+_verdicts: dict[type, str | None] = {}
+_field_info: dict[int, tuple[Any, type | None, int | None]] = {}
+_local_fields: dict[Any, dict[str, Any]] = {}
+
+
+def normalize(value: object) -> Hashable:
+    """Return the canonical form of a prepared db value, or ``UNKNOWN``.
+
+    >>> normalize(decimal.Decimal("1.50")) == normalize(decimal.Decimal("1.5"))
+    True
+    """
+    t = type(value)
+    if value is None or t is str or t is int or t is bool or t is uuid.UUID or t is dt.date:
+        return value
+    if t is float:
+        return UNKNOWN if value != value else value + 0.0  # type: ignore[operator]
+    if isinstance(value, dt.datetime):
+        if value.utcoffset() is None:
+            return value.replace(tzinfo=None) if value.tzinfo else value
+        return value.astimezone(dt.timezone.utc)
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return UNKNOWN
+        if value.is_zero():
+            return decimal.Decimal(0)
+        value = value.normalize(_DECIMALS)
+        return UNKNOWN if len(value.as_tuple().digits) > 15 else value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, dt.time):
+        return value if value.utcoffset() is None else UNKNOWN
+    if isinstance(value, dt.date):
+        return dt.date(value.year, value.month, value.day)
+    if isinstance(value, uuid.UUID):
+        return uuid.UUID(int=value.int)
+    return UNKNOWN
+
+
+def _info(field: Any) -> tuple[Any, type | None, int | None]:
+    """(field, python type of exactly-comparable values or None, decimal places), cached."""
+    hit = _field_info.get(id(field))
+    if hit is not None and hit[0] is field:
+        return hit
+    kind: type | None = None
+    places = None
+    target = field
+    try:
+        while target.is_relation:
+            target = target.target_field  # FK, O2O; multi-column relations raise FieldError
+        kind = _KINDS.get(target.get_internal_type())
+        for f in (field, target):
+            base = next(c for c in type(f).__mro__ if c.__module__.startswith("django.db.models."))
+            if getattr(f, "db_collation", None) or any(
+                getattr(type(f), m, None) is not getattr(base, m, None) for m in _PINNED
+            ):
+                kind = None
+        places = getattr(target, "decimal_places", None)
+    except (AttributeError, FieldError, StopIteration):
+        kind = None
+    hit = _field_info[id(field)] = (field, kind, places)
+    return hit
+
+
+def _column_value(field: Any, raw: object) -> Hashable:
+    """The stamp-key value of ``raw`` stored in ``field``'s column (read and write sides)."""
+    _, kind, places = _info(field)
+    try:
+        value = normalize(field.get_prep_value(raw))
+    except Exception:
+        return UNKNOWN
+    if value is None or value is UNKNOWN:
+        return value
+    if kind is not None and type(value) is not kind:
+        return UNKNOWN
+    if kind is decimal.Decimal and places is not None:
+        exponent = value.as_tuple().exponent  # type: ignore[attr-defined]
+        if False:
+            return UNKNOWN
+    return value
+
+
+def _raw_select(item: tuple[str, Any]) -> bool:
+    """False for ``"table"."column"`` with no params: m2m ``prefetch_related`` selects the
+    through table's column that way, and it only reads a table the query joins anyway."""
+    sql, params = item
+    return bool(params) or not _COLUMN_REF.fullmatch(sql)
+
+
+def _pairs(join_field: Any) -> Iterable[tuple[Any, Any]]:
+    """(field on the parent alias, field on the joined alias) for a join, any Django version."""
+    try:
+        if hasattr(join_field, "get_joining_fields"):
+            return join_field.get_joining_fields()
+        if isinstance(join_field, ForeignObjectRel):
+            return join_field.field.reverse_related_fields
+        return join_field.related_fields
+    except (AttributeError, FieldError, ValueError):
+        return ()
+
+
+def _check(node: object) -> None:
+    """Raise ``UncacheableQuery`` if ``node``'s SQL cannot be reasoned about."""
+    cls = type(node)
+    try:
+        verdict = _verdicts[cls]
+    except KeyError:
+        verdict = None
+        if cls.__module__.split(".", 1)[0] != "django":
+            verdict = f"{cls.__module__}.{cls.__qualname__} is not Django's: its SQL is opaque"
+        elif cls in (Func, Aggregate, Transform):
+            verdict = f"a bare {cls.__name__}(function=...) runs any SQL function"
+        else:
+            for c in cls.__mro__:
+                verdict = _FORBIDDEN.get(f"{c.__module__}.{c.__qualname__}", verdict)
+        _verdicts[cls] = verdict
+    if verdict is None:
+        extra = getattr(node, "extra", None)
+        if type(extra) is dict and ("template" in extra or "function" in extra):
+            verdict = f"{cls.__name__} given its own SQL template or function"
+    if verdict is not None:
+        raise UncacheableQuery(verdict)
+
+
+class _Scope:
+    """One query's aliases: alias -> [table, parent alias, join field, nullable]."""
+
+    __slots__ = ("aliases", "base", "joins", "query", "virtual")
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+        self.aliases: dict[str, list[Any]] = {}
+        self.joins: list[tuple[str, Any]] = []  # every real Join, for reuse
+        self.virtual: dict[tuple[str, int], str] = {}
+        self.base: str | None = None
+        refcount = query.alias_refcount
+        for alias, join in query.alias_map.items():
+            cls = type(join)
+            if cls is not Join and cls is not BaseTable:
+                _check(join)
+            if isinstance(join, BaseTable) or join.parent_alias is None:
+                self.base = self.base or alias
+                if alias == self.base or refcount.get(alias):
+                    self.aliases[alias] = [join.table_name, None, None, False]
+                continue
+            self.joins.append((alias, join))
+            if refcount.get(alias):
+                self._add(alias, join)
+        if self.base is None:  # nothing set up yet: Django will use the model's table
+            self.base = query.get_meta().db_table
+            self.aliases[self.base] = [self.base, None, None, False]
+
+    def _add(self, alias: str, join: Any) -> None:
+        parent = self.aliases.get(join.parent_alias)
+        if parent is None:  # a referenced join under an unreferenced one: take the chain too
+            self._add(join.parent_alias, self.query.alias_map[join.parent_alias])
+            parent = self.aliases[join.parent_alias]
+        nullable = join.join_type == LOUTER or parent[3]
+        self.aliases[alias] = [join.table_name, join.parent_alias, join.join_field, nullable]
+
+    def join(self, parent: str, info: Any) -> str:
+        """The alias Django's compiler uses for ``info`` (a PathInfo) from ``parent``."""
+        field, relation = info.join_field, info.filtered_relation
+        for alias, join in reversed(self.joins):
+            if (
+                join.parent_alias == parent
+                and join.join_field == field
+                and join.filtered_relation == relation
+            ):
+                if alias not in self.aliases:
+                    self._add(alias, join)
+                return alias
+        key = (parent, id(field))
+        alias = self.virtual.get(key)
+        if alias is None:
+            alias = self.virtual[key] = f"~{len(self.virtual)}"
+            self.aliases[alias] = [info.to_opts.db_table, parent, field, True]
+        return alias
+
+    def follow(self, alias: str, path: Iterable[Any]) -> str:
+        for info in path:
+            alias = self.join(alias, info)
+        return alias
+
+    def parents(self, alias: str, opts: Any) -> None:
+        for parent in opts.get_parent_list():
+            self.follow(alias, opts.get_path_to_parent(parent))
+
+    def resolve(self, names: list[str], opts: Any) -> tuple[list[Any], Any, Any, list[str]]:
+        try:
+            path, field, targets, rest = self.query.names_to_path(names, opts, True, False)
+        except (FieldError, ValueError) as exc:
+            raise UncacheableQuery(f"cannot resolve {'__'.join(names)!r}: {exc}") from exc
+        return path, field, targets, rest
+
+
+def _trim(path: list[Any], targets: Any) -> list[Any]:
+    """Django's ``Query.trim_joins``: a trailing direct join whose target is already local."""
+    path = list(path)
+    while path:
+        info = path[-1]
+        if not info.direct or info.filtered_relation:
+            break
+        current = {t.column for t in targets}
+        if not current <= {t.column for t in info.join_field.foreign_related_fields}:
+            break
+        targets = [a for a, b in info.join_field.related_fields if b.column in current]
+        path.pop()
+    return path
+
+
+class _Walker:
+    def __init__(self, max_in: int, max_conjs: int, text_exact: bool) -> None:
+        self.max_in = max_in
+        self.max_conjs = max_conjs
+        self.text_exact = text_exact
+        self.tables: dict[str, set[Conj]] = {}
+
+    # -- one query --------------------------------------------------------------------------------
+    def query(self, q: Query) -> None:
+        if not isinstance(q, Query):
+            raise UncacheableQuery(f"{type(q).__name__} is not an ORM query (raw SQL)")
+        if isinstance(q, (UpdateQuery, DeleteQuery, InsertQuery)):
+            raise UncacheableQuery(f"{type(q).__name__} is a write")
+        _check(q)
+        if q.extra_tables or q.extra_order_by or any(map(_raw_select, q.extra.values())):
+            raise UncacheableQuery("extra() adds raw SQL")
+        if q.select_for_update:
+            raise UncacheableQuery("select_for_update() must lock rows in the database")
+        inner = getattr(q, "inner_query", None)
+        if inner is not None or q.combinator:
+            for part in (inner,) if inner is not None else q.combined_queries:
+                self.query(part)
+            if "?" in q.order_by:
+                raise UncacheableQuery("order_by('?') is random")
+            self.walk((list(q.annotations.values()), q.order_by))
+            return
+        scope = _Scope(q)
+        dnf = self.where(q.where)
+        for _, join in scope.joins:
+            if join.filtered_relation is not None:
+                fr = join.filtered_relation
+                self.walk((fr.condition, getattr(fr, "resolved_condition", None)))
+        selected = getattr(q, "selected", None)
+        self.walk((list(q.annotations.values()), q.select, q.group_by))
+        if type(selected) is dict:
+            self.walk(list(selected.values()))
+        self.compile_time_joins(scope)
+        self.emit(scope, dnf)
+
+    def compile_time_joins(self, scope: _Scope) -> None:
+        q, base, opts = scope.query, scope.base, scope.query.get_meta()
+        assert base is not None
+        if q.default_cols:
+            scope.parents(base, opts)
+        related = q.select_related
+        for names in _related_paths(opts, q.max_depth) if related is True else _nested(related):
+            alias = base
+            for info in scope.resolve(names, opts)[0]:
+                alias = scope.join(alias, info)
+                scope.parents(alias, info.to_opts)
+        for name in q.distinct_fields:
+            if name not in q.annotations:
+                path, _, targets, _ = scope.resolve(name.split("__"), opts)
+                scope.follow(base, _trim(path, targets))
+        ordering = q.order_by or (opts.ordering if q.default_ordering else ())
+        for item in ordering:
+            self.order_item(scope, item, base, opts, set(), top=True)
+
+    def order_item(
+        self, scope: _Scope, item: Any, alias: str, opts: Any, seen: set[Any], top: bool
+    ) -> None:
+        annotations = scope.query.annotations
+        if not isinstance(item, str):
+            paths: list[str] = []
+            self.walk(item, paths)
+            for name in paths:
+                if not (top and name in annotations):
+                    path, _, targets, _ = scope.resolve(name.split("__"), opts)
+                    scope.follow(alias, _trim(path, targets))
+            return
+        if item == "?":
+            raise UncacheableQuery("order_by('?') is random")
+        name = item[1:] if item[:1] == "-" else item
+        if top and name in annotations:
+            return
+        pieces = name.split("__")
+        path, field, targets, rest = scope.resolve(pieces, opts)
+        target_opts = path[-1].to_opts if path else opts
+        if (
+            field.is_relation
+            and target_opts.ordering
+            and getattr(field, "attname", None) != pieces[-1]
+            and name != "pk"
+            and not rest
+        ):
+            joined = scope.follow(alias, path)
+            if (joined, name) in seen:
+                raise UncacheableQuery(f"infinite ordering loop through {name!r}")
+            seen.add((joined, name))
+            for sub in target_opts.ordering:
+                self.order_item(scope, sub, joined, target_opts, seen, top=False)
+        else:
+            scope.follow(alias, _trim(path, targets))
+
+    # -- WHERE as a DNF ---------------------------------------------------------------------------
+    def where(self, node: Any) -> list[Disjunct]:
+        if isinstance(node, WhereNode):
+            _check(node)
+            if node.negated:
+                self.walk(node.children)
+                return [{}]
+            if node.connector == AND:
+                result: list[Disjunct] = [{}]
+                for child in node.children:
+                    result = self.cap(_product(result, self.where(child)))
+                return result
+            union: dict[frozenset[Any], Disjunct] = {}
+            for child in node.children:
+                for d in self.where(child):
+                    union.setdefault(frozenset(d.items()), d)
+            return [{}] if frozenset() in union else self.cap(list(union.values()))
+        if isinstance(node, Lookup):
+            return self.lookup(node)
+        if type(node) is NothingNode:
+            return []
+        self.walk(node)
+        return [{}]
+
+    def lookup(self, node: Lookup) -> list[Disjunct]:
+        _check(node)
+        lhs, rhs = node.lhs, node.rhs
+        if type(lhs) is Col and type(node) in _ATOMS and lhs.alias and lhs.target.column:
+            field, kind, _ = _info(lhs.target)
+            key = (lhs.alias, lhs.target.column)
+            if kind is str and not self.text_exact:
+                kind = None
+            if kind is None:
+                pass
+            elif isinstance(node, _ISNULL):
+                return [{key: None}] if rhs is True else [{}]
+            elif isinstance(node, _EQ) and not hasattr(rhs, "resolve_expression"):
+                value = _column_value(field, rhs)
+                if value is not None and value is not UNKNOWN:
+                    return [{key: value}]
+            elif isinstance(node, _IN) and not hasattr(rhs, "resolve_expression"):
+                values: set[Hashable] = set()
+                for v in rhs:  # NULL never matches IN; an expression or odd value drops it all
+                    value = UNKNOWN if hasattr(v, "resolve_expression") else _column_value(field, v)
+                    if value is UNKNOWN or len(values) >= self.max_in:
+                        break
+                    if value is not None:
+                        values.add(value)
+                else:
+                    return self.cap([{key: v} for v in values])
+        self.walk((lhs, rhs))
+        return [{}]
+
+    def cap(self, dnf: list[Disjunct]) -> list[Disjunct]:
+        """Past ``max_conjs`` disjuncts keep the atoms they all share: implied by each."""
+        if len(dnf) <= self.max_conjs:
+            return dnf
+        common = set(dnf[0].items()).intersection(*(d.items() for d in dnf[1:]))
+        return [dict(common)]
+
+    # -- everything else: checks and subqueries ---------------------------------------------------
+    def walk(self, node: Any, paths: list[str] | None = None) -> None:
+        if type(node) in _SCALARS:
+            return
+        if isinstance(node, Query):
+            self.query(node)
+        elif isinstance(node, QuerySet):
+            self.query(node.query)
+        elif isinstance(node, (list, tuple, set, frozenset, dict)):
+            for child in node.values() if isinstance(node, dict) else node:
+                self.walk(child, paths)
+        elif isinstance(node, Q):
+            for child in node.children:
+                self.walk(child[1] if isinstance(child, tuple) else child, paths)
+        elif isinstance(node, F):  # unresolved: ordering; OuterRef is the outer query's
+            if paths is not None and type(node) is F:
+                paths.append(node.name)
+        elif isinstance(node, WhereNode):
+            _check(node)
+            self.walk(node.children, paths)
+        elif isinstance(node, Lookup):
+            _check(node)
+            self.walk((node.lhs, node.rhs), paths)
+        elif hasattr(node, "get_source_expressions"):
+            _check(node)
+            self.walk(node.get_source_expressions(), paths)
+        elif hasattr(node, "as_sql") or hasattr(node, "resolve_expression"):
+            _check(node)  # NothingNode, SubqueryConstraint (Django 4.2)
+            self.walk(getattr(node, "query_object", None))
+
+    # -- per-alias conjunctions -------------------------------------------------------------------
+    def emit(self, scope: _Scope, dnf: list[Disjunct]) -> None:
+        if not dnf:
+            return  # always false: no row of these tables can change the result
+        aliases = scope.aliases
+        links: dict[tuple[str, str], tuple[str, str]] = {}  # union-find over (alias, column)
+
+        def find(c: tuple[str, str]) -> tuple[str, str]:
+            while c in links:
+                c = links[c]
+            return c
+
+        for alias, (_, parent, join_field, _) in aliases.items():
+            if parent is None:
+                continue
+            for left, right in _pairs(join_field):
+                kind = _info(left)[1]
+                if kind is None or kind is not _info(right)[1]:
+                    continue
+                if kind is str and not self.text_exact:
+                    continue
+                a, b = find((parent, left.column)), find((alias, right.column))
+                if a != b:
+                    links[b] = a
+        members: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for c in list(links):
+            root = find(c)
+            members.setdefault(root, [root]).append(c)
+        root_of = {c: root for root, cs in members.items() for c in cs}
+        for d in dnf:
+            known: dict[str, dict[str, Hashable]] = {}
+            carried: dict[tuple[str, str], set[Hashable]] = {}
+            for (alias, column), value in d.items():
+                info = aliases.get(alias)
+                if info is None or (value is None and info[3]):
+                    continue
+                known.setdefault(alias, {})[column] = value
+                group = root_of.get((alias, column))
+                if value is not None and group is not None:
+                    carried.setdefault(group, set()).add(value)
+            for root, values in carried.items():
+                if len(values) == 1:  # conflicting values carry nothing
+                    (value,) = values
+                    for alias, column in members[root]:
+                        known.setdefault(alias, {}).setdefault(column, value)
+            for alias, info in aliases.items():
+                conj = tuple(sorted(known.get(alias, {}).items()))
+                self.tables.setdefault(info[0], set()).add(conj)
+
+    def result(self) -> Deps:
+        return {
+            table: _ALL if () in conjs or len(conjs) > self.max_conjs else frozenset(conjs)
+            for table, conjs in self.tables.items()
+        }
+
+
+def _product(left: list[Disjunct], right: list[Disjunct]) -> list[Disjunct]:
+    """AND of two DNFs; a disjunct with two different values for one column is dropped."""
+    if right == [{}]:
+        return left
+    out = []
+    for a in left:
+        for b in right:
+            merged = dict(a)
+            for key, value in b.items():
+                if merged.setdefault(key, value) != value:
+                    break
+            else:
+                out.append(merged)
+    return out
+
+
+def _nested(spec: Any, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    for name, sub in (spec or {}).items():
+        yield [*prefix, *name.split("__")]
+        yield from _nested(sub, (*prefix, *name.split("__")))
+
+
+def _related_paths(
+    opts: Any, max_depth: int, depth: int = 1, prefix: tuple[str, ...] = ()
+) -> Iterator[list[str]]:
+    """``select_related()`` without names: non-null forward relations, ``max_depth`` deep."""
+    if depth > max_depth:
+        return
+    for field in opts.fields:
+        remote = field.remote_field
+        if remote is None or field.null or remote.parent_link:
+            continue
+        yield [*prefix, field.name]
+        yield from _related_paths(
+            field.related_model._meta, max_depth, depth + 1, (*prefix, field.name)
+        )
+
+
+def _text_exact(using: str | None) -> bool:
+    aliases = [using] if using is not None else list(connections)
+    return all(connections[alias].vendor in _EXACT_TEXT_VENDORS for alias in aliases)
+
+
+def query_dependencies(
+    query: Query, *, max_in: int = 100, max_conjs: int = 64, using: str | None = None
+) -> Deps:
+    """Return what ``query``'s result depends on; raise ``UncacheableQuery`` if unknowable.
+
+    ``using`` names the database the query runs on (text equality is exact only on some);
+    without it every configured database must qualify.
+    """
+    walker = _Walker(max_in, max_conjs, _text_exact(using))
+    walker.query(query)
+    return walker.result()
+
+
+def _tables(model: Any) -> list[Any]:
+    opts = model._meta.concrete_model._meta
+    return [opts.model, *opts.get_parent_list()]
+
+
+def model_dependencies(model: Any) -> Deps:
+    """Every row of the model's table and of its multi-table parents' tables."""
+    return {m._meta.db_table: _ALL for m in _tables(model)}
+
+
+def instance_dependencies(instance: Any) -> Deps:
+    """The instance's row in its table and in each multi-table parent's table (by primary key)."""
+    deps: Deps = {}
+    opts = instance._meta.concrete_model._meta
+    for model in _tables(type(instance)):
+        pk = model._meta.pk
+        fields = getattr(pk, "fields", None) if pk.column is None else (pk,)  # composite pk
+        values = [getattr(instance, f.attname) for f in fields or ()]
+        if model is not opts.model and values == [None]:  # unsaved child: the parent link
+            values = [getattr(instance, opts.get_ancestor_link(model).attname)]
+        conj = tuple(sorted((f.column, _column_value(f, v)) for f, v in zip(fields, values)))
+        ok = conj and all(v is not None and v is not UNKNOWN for _, v in conj)
+        deps[model._meta.db_table] = frozenset({conj}) if ok else _ALL
+    return deps
+
+
+def merge(*deps: Deps) -> Deps:
+    out: dict[str, set[Conj]] = {}
+    for d in deps:
+        for table, conjs in d.items():
+            out.setdefault(table, set()).update(conjs)
+    return {t: _ALL if () in c else frozenset(c) for t, c in out.items()}
+
+
+def row_conj_values(model: Any, values: Mapping[str, object]) -> dict[str, Hashable]:
+    """Column -> stamp value for ``values`` (attname -> python value) of ``model``'s own table.
+
+    Values go through ``field.get_prep_value`` then :func:`normalize`, exactly as lookups do.
+    Keys that are not concrete fields of this table, and UNKNOWN values, are left out; for a
+    multi-table child call it once per parent model with that table's fields.
+    """
+    opts = model._meta.concrete_model._meta
+    fields = _local_fields.get(opts)
+    if fields is None:
+        fields = {f.attname: f for f in opts.local_concrete_fields}
+        fields.update((f.name, f) for f in opts.local_concrete_fields if not f.is_relation)
+        _local_fields[opts] = fields
+    out: dict[str, Hashable] = {}
+    for name, raw in values.items():
+        field = fields.get(name)
+        if field is not None:
+            value = _column_value(field, raw)
+            if value is not UNKNOWN:
+                out[field.column] = value
+    return out
+
+
+def _encode(value: Hashable) -> str:
+    v: Any = value if type(value) in _CANONICAL else normalize(value)
+    if v is None or v is True or v is False:
+        return str(v)[0]  # N, T, F
+    tag = _TAGS.get(type(v))
+    if tag is None:
+        raise ValueError(f"cannot build a stamp key from {value!r}")
+    if tag in "Dat":
+        return tag + v.isoformat()
+    return tag + (v.hex if tag == "u" else repr(v) if tag == "f" else str(v))
+
+
+def stamp_key(prefix: str, table: str, conj: Conj) -> str:
+    """``{prefix}s:{table}`` for ``()``, else ``{prefix}s:{table}:{cols}:{digest of values}``."""
+    if not conj:
+        return f"{prefix}s:{table}"
+    h = hashlib.blake2b(digest_size=12)
+    for _, value in conj:
+        part = _encode(value).encode("utf-8", "surrogatepass")
+        h.update(b"%d:" % len(part))
+        h.update(part)
+    return f"{prefix}s:{table}:{','.join(c for c, _ in conj)}:{h.hexdigest()}"
+
+
+def scheme(conj: Conj) -> tuple[str, ...]:
+    return tuple(column for column, _ in conj)
+
+
+def row_stamp_keys(
+    prefix: str, table: str, schemes: Iterable[tuple[str, ...]], row: Mapping[str, Hashable]
+) -> list[str]:
+    """The table-wide key, then the key of each scheme whose columns ``row`` all has."""
+    keys = [stamp_key(prefix, table, ())]
+    for columns in schemes:
+        if columns and all(c in row and row[c] is not UNKNOWN for c in columns):
+            key = stamp_key(prefix, table, tuple((c, row[c]) for c in sorted(columns)))
+            if key not in keys:
+                keys.append(key)
+    return keys

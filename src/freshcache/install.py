@@ -1,0 +1,236 @@
+"""Every patch freshcache makes to Django, in one place, idempotent and reversible.
+
+Django's methods are wrapped (``functools.wraps``, undone through ``__wrapped__``), never copied:
+
+* reads: ``SQLCompiler.execute_sql`` (the one interception point) and the QuerySet methods that
+  say which op a read is (``_fetch_all``, ``get``, ``first``, ``last``, ``count``,
+  ``aggregate``, ``exists``);
+* ORM writes: the insert and update compilers' ``execute_sql``, and deletes (which run through
+  ``SQLCompiler.execute_sql`` with a ``SQLDeleteCompiler``);
+* transactions: ``commit``/``rollback``/``set_autocommit``/``close`` end a connection's dirty
+  state, ``run_and_clear_commit_hooks`` runs our invalidations before the user's callbacks;
+* raw writes: an execute wrapper on every connection (``connection_created``);
+* new methods ``cache``/``nocache``/``invalidated_update`` on QuerySet and managers; admin
+  querysets are made ``nocache()``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.models import QuerySet
+from django.db.models.manager import BaseManager
+from django.db.models.sql import compiler as sql_compiler
+from django.db.models.sql.constants import MULTI
+
+from freshcache import invalidation, queryset, rawsql
+from freshcache import transaction as tx
+
+__all__ = ["install", "installed", "uninstall"]
+
+_patched: list[tuple[type, str, Any]] = []  # (owner, name, original or _MISSING)
+_MISSING = object()
+_orm_write: ContextVar[bool] = ContextVar("freshcache_orm_write", default=False)
+
+
+def _wrap(owner: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    original = owner.__dict__.get(name, _MISSING)
+    target = getattr(owner, name)
+    wrapper = make(target)
+    functools.update_wrapper(wrapper, target)
+    wrapper._freshcache = True  # type: ignore[attr-defined]
+    setattr(owner, name, wrapper)
+    _patched.append((owner, name, original))
+
+
+def _add(owner: type, name: str, func: Callable[..., Any]) -> None:
+    _patched.append((owner, name, owner.__dict__.get(name, _MISSING)))
+    setattr(owner, name, func)
+
+
+def _orm(run: Callable[[], Any]) -> Any:
+    token = _orm_write.set(True)
+    try:
+        return run()
+    finally:
+        _orm_write.reset(token)
+
+
+# -- compiler wrappers ----------------------------------------------------------------------------
+
+
+def _select_execute(original: Callable[..., Any]) -> Callable[..., Any]:
+    def execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self, sql_compiler.SQLDeleteCompiler):
+            return invalidation.on_update_or_delete(
+                self, lambda: _orm(lambda: original(self, *args, **kwargs)), delete=True
+            )
+        result_type = args[0] if args else kwargs.get("result_type", MULTI)
+        chunked = args[1] if len(args) > 1 else kwargs.get("chunked_fetch", False)
+        return queryset.cached_execute_sql(original, self, result_type, chunked, args, kwargs)
+
+    return execute_sql
+
+
+def _insert_execute(original: Callable[..., Any]) -> Callable[..., Any]:
+    def execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return invalidation.on_insert(self, lambda: _orm(lambda: original(self, *args, **kwargs)))
+
+    return execute_sql
+
+
+def _update_execute(original: Callable[..., Any]) -> Callable[..., Any]:
+    def execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return invalidation.on_update_or_delete(
+            self, lambda: _orm(lambda: original(self, *args, **kwargs)), delete=False
+        )
+
+    return execute_sql
+
+
+# -- connection wrappers --------------------------------------------------------------------------
+
+
+def _ends_transaction(committed: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def method(self: BaseDatabaseWrapper, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, *args, **kwargs)
+            tx.end_transaction(self, committed)
+            return result
+
+        return method
+
+    return make
+
+
+def _set_autocommit(original: Callable[..., Any]) -> Callable[..., Any]:
+    def set_autocommit(self: BaseDatabaseWrapper, autocommit: bool, *args: Any, **kw: Any) -> Any:
+        result = original(self, autocommit, *args, **kw)
+        if autocommit:
+            tx.end_transaction(self, committed=False)
+        return result
+
+    return set_autocommit
+
+
+def _commit_hooks(original: Callable[..., Any]) -> Callable[..., Any]:
+    def run_and_clear_commit_hooks(self: BaseDatabaseWrapper) -> Any:
+        tx.run_commit_hooks_first(self)
+        return original(self)
+
+    return run_and_clear_commit_hooks
+
+
+def raw_write_wrapper(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """Execute wrapper: writes that bypass the ORM invalidate the tables they name."""
+    result = execute(sql, params, many, context)
+    if not isinstance(sql, str):
+        sql = str(sql)
+    tables = rawsql.written_tables(sql)
+    if tables is rawsql.READ or not tables:
+        if sql[:3].lower() in ("set", "beg", "sta"):
+            tx.note_isolation(context["connection"], sql)
+        return result
+    connection = context["connection"]
+    tx.mark_dirty(connection)
+    if _orm_write.get() or not invalidation.active():
+        return result
+    if tables == rawsql.ALL:
+        invalidation.request_all(connection.alias)
+    else:
+        invalidation.invalidate_tables(tables, connection.alias)
+    return result
+
+
+def _add_wrapper(connection: BaseDatabaseWrapper) -> None:
+    if raw_write_wrapper not in connection.execute_wrappers:
+        connection.execute_wrappers.append(raw_write_wrapper)
+
+
+def _on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    _add_wrapper(connection)
+
+
+# -- install / uninstall --------------------------------------------------------------------------
+
+
+def installed() -> bool:
+    return bool(_patched)
+
+
+def _manager_proxy(name: str) -> Callable[..., Any]:
+    def method(self: BaseManager[Any], *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.get_queryset(), name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def install() -> None:
+    """Apply every patch once; calling it again does nothing."""
+    if _patched:
+        return
+    _wrap(sql_compiler.SQLCompiler, "execute_sql", _select_execute)
+    _wrap(sql_compiler.SQLInsertCompiler, "execute_sql", _insert_execute)
+    _wrap(sql_compiler.SQLUpdateCompiler, "execute_sql", _update_execute)
+    _wrap(QuerySet, "_fetch_all", queryset.fetch_scope)
+    for name in ("get", "first", "last"):
+        _wrap(QuerySet, name, queryset.get_scope)
+    for name, op in (("count", "count"), ("aggregate", "aggregate"), ("exists", "exists")):
+        _wrap(QuerySet, name, functools.partial(_op_scope, op=op))
+    _add(QuerySet, "cache", queryset.cache)
+    _add(QuerySet, "nocache", queryset.nocache)
+    _add(QuerySet, "invalidated_update", invalidation.invalidated_update)
+    for name in ("cache", "nocache", "invalidated_update"):
+        _add(BaseManager, name, _manager_proxy(name))
+    _wrap(BaseDatabaseWrapper, "commit", _ends_transaction(committed=True))
+    _wrap(BaseDatabaseWrapper, "rollback", _ends_transaction(committed=False))
+    _wrap(BaseDatabaseWrapper, "close", _ends_transaction(committed=False))
+    _wrap(BaseDatabaseWrapper, "set_autocommit", _set_autocommit)
+    _wrap(BaseDatabaseWrapper, "run_and_clear_commit_hooks", _commit_hooks)
+    _install_admin()
+    connection_created.connect(_on_connection_created, dispatch_uid="freshcache.install")
+    for connection in connections.all(initialized_only=True):
+        _add_wrapper(connection)
+
+
+def _op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
+    return queryset.op_scope(method, op)
+
+
+def _install_admin() -> None:
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return
+    from django.contrib.admin.options import ModelAdmin
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def get_queryset(self: Any, request: Any) -> Any:
+            return original(self, request).nocache()
+
+        return get_queryset
+
+    _wrap(ModelAdmin, "get_queryset", make)
+
+
+def uninstall() -> None:
+    """Undo every patch, newest first (tests, or an app that wants Django untouched)."""
+    while _patched:
+        owner, name, original = _patched.pop()
+        if original is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    connection_created.disconnect(dispatch_uid="freshcache.install")
+    for connection in connections.all(initialized_only=True):
+        if raw_write_wrapper in connection.execute_wrappers:
+            connection.execute_wrappers.remove(raw_write_wrapper)

@@ -1,0 +1,312 @@
+"""Invalidation: what every kind of write deletes, and the public API to invalidate by hand.
+
+ORM writes are seen where they are executed, in the insert, update and delete compilers, so one
+mechanism covers ``save()``, ``delete()`` with cascades, m2m changes on any through model,
+``bulk_create``, ``bulk_update``, ``QuerySet.update()``/``delete()`` and their fast paths:
+
+* inserts invalidate the new rows' values (every concrete column, known from the objects);
+* updates and deletes read the affected rows' old values *from the database* first (only the
+  columns the table's schemes need, locking them inside a transaction where the database can),
+  then invalidate old and new values; past ``FRESHCACHE_GRANULAR_WRITE_LIMIT`` rows, or when a
+  scheme appeared that the read did not cover, the whole table is invalidated instead.
+
+Invalidations inside a transaction run at commit (see :mod:`freshcache.transaction`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.db.models.expressions import Value
+from django.db.models.sql.query import Query
+
+from freshcache import transaction as tx
+from freshcache.conf import key_prefix, settings
+from freshcache.dependencies import row_conj_values
+from freshcache.signals import cache_invalidated
+from freshcache.store import TableChange, store
+
+__all__ = [
+    "deliver",
+    "invalidate_all",
+    "invalidate_model",
+    "invalidate_obj",
+    "no_invalidation",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+Change = tuple[str, TableChange]  # (key prefix, change)
+
+#: The table name of a change that stands for "everything under the prefix".
+ALL_TABLES = "*"
+
+_suspended: ContextVar[int] = ContextVar("freshcache_no_invalidation", default=0)
+_force_granular: ContextVar[bool] = ContextVar("freshcache_force_granular", default=False)
+
+
+class _NoInvalidation:
+    """``with no_invalidation:`` or ``@no_invalidation``: writes invalidate nothing.
+
+    Thread- and task-local (a context variable), nestable. Pair it with ``invalidate_obj`` or
+    ``invalidate_model`` in a ``finally`` to postpone invalidation in batch jobs.
+    """
+
+    def __enter__(self) -> None:
+        _suspended.set(_suspended.get() + 1)
+
+    def __exit__(self, *exc: object) -> None:
+        _suspended.set(_suspended.get() - 1)
+
+    def __call__(self, func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+no_invalidation = _NoInvalidation()
+
+
+def active() -> bool:
+    return bool(settings.ENABLED) and not _suspended.get()
+
+
+def deliver(changes: Sequence[Change]) -> None:
+    """Apply changes to the store, grouped by prefix; fire ``cache_invalidated``."""
+    by_prefix: dict[str, list[TableChange]] = {}
+    for prefix, change in changes:
+        by_prefix.setdefault(prefix, []).append(change)
+    for prefix, table_changes in by_prefix.items():
+        if any(c.table == ALL_TABLES for c in table_changes):
+            store.invalidate_all(prefix)
+        else:
+            store.invalidate(table_changes, prefix)
+    if cache_invalidated.receivers:
+        for _, change in changes:
+            cache_invalidated.send(
+                sender=None,
+                table=change.table,
+                whole_table=change.whole_table,
+                rows=change.rows,
+            )
+
+
+def request(using: str, changes: Sequence[TableChange]) -> None:
+    """Invalidate now, or at commit of the transaction open on ``using``."""
+    if not changes:
+        return
+    prefix = key_prefix(using, tuple(sorted({c.table for c in changes})))
+    tx.request(connections[using], deliver, [(prefix, c) for c in changes])
+
+
+# -- rows and columns -----------------------------------------------------------------------------
+
+
+def _fields_by_column(model: type[Model]) -> dict[str, Any]:
+    return {f.column: f for f in model._meta.local_concrete_fields}
+
+
+def _needed_fields(model: type[Model], using: str) -> tuple[list[Any], frozenset[str]] | None:
+    """The fields whose old values the table's schemes need (pk first, empty when the table has
+    no schemes); None means "invalidate the whole table"."""
+    table = model._meta.db_table
+    schemes = store.known_schemes(key_prefix(using, (table,)), table)
+    if schemes is None:
+        return None
+    if not schemes:
+        return [], frozenset()
+    by_column = _fields_by_column(model)
+    columns = {c for s in schemes for c in s.split(",")}
+    if not columns <= set(by_column):
+        return None
+    pk = model._meta.pk
+    fields = [pk] + [by_column[c] for c in sorted(columns) if c != pk.column]
+    return fields, frozenset(f.column for f in fields)
+
+
+def _normalized(
+    model: type[Model], fields: Sequence[Any], row: Sequence[Any]
+) -> dict[str, Hashable]:
+    values = {f.attname: v for f, v in zip(fields, row, strict=True)}
+    return row_conj_values(model, values)
+
+
+def _select_rows(
+    model: type[Model], query: Query, using: str, fields: Sequence[Any], limit: int | None
+) -> list[tuple[Any, ...]] | None:
+    """Rows the write is about to touch, read from the database; None if over ``limit``."""
+    pre = query.chain(klass=Query)
+    qs: QuerySet[Any] = QuerySet(model=model, query=pre, using=using)
+    qs = qs.values_list(*(f.attname for f in fields)).order_by()
+    qs = qs.cache(ops=())
+    connection = connections[using]
+    features = connection.features
+    if connection.in_atomic_block and features.has_select_for_update:
+        qs = qs.select_for_update(of=("self",) if features.has_select_for_update_of else ())
+    if limit is None:
+        return list(qs)
+    rows = list(qs[: limit + 1])
+    return None if len(rows) > limit else rows
+
+
+def _rows_by_pk(model: type[Model], using: str, fields: Sequence[Any], pks: list[Any]) -> list[Any]:
+    qs = model._base_manager.db_manager(using).filter(pk__in=pks)
+    return list(qs.values_list(*(f.attname for f in fields)).order_by().nocache())
+
+
+# -- compiler hooks -------------------------------------------------------------------------------
+
+
+def on_insert(compiler: Any, run: Callable[[], Any]) -> Any:
+    """After an INSERT: the new rows' values of every concrete column are known."""
+    result = run()
+    if not active():
+        return result
+    query = compiler.query
+    model = query.model
+    using = compiler.using
+    table = model._meta.db_table
+    if getattr(query, "on_conflict", None) is not None and getattr(query, "update_fields", None):
+        request(using, [TableChange(table=table, whole_table=True)])
+        return result
+    fields = list(model._meta.local_concrete_fields)
+    pk = model._meta.pk
+    returned = list(result or ())
+    returning = compiler.returning_fields or []
+    rows: list[Mapping[str, Hashable]] = []
+    columns = {f.column for f in fields}
+    for i, obj in enumerate(query.objs):
+        values = {f.attname: getattr(obj, f.attname, None) for f in fields}
+        if i < len(returned):
+            for field, value in zip(returning, returned[i], strict=False):
+                values[field.attname] = value
+        if values.get(pk.attname) is None:
+            columns.discard(pk.column)
+        rows.append(row_conj_values(model, values))
+    request(using, [TableChange(table=table, rows=rows, columns=frozenset(columns))])
+    return result
+
+
+def _plain_new_values(query: Any) -> dict[str, Any] | None:
+    """attname -> new value for an UpdateQuery, or None if any value is an expression."""
+    new: dict[str, Any] = {}
+    for field, _model, value in query.values:
+        if isinstance(value, Value):
+            value = value.value
+        if hasattr(value, "resolve_expression"):
+            return None
+        if isinstance(value, Model) and field.remote_field:
+            value = value.prepare_database_save(field)
+        new[field.attname] = value
+    return new
+
+
+def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) -> Any:
+    """Read the rows' old values, run the statement, invalidate old and new values."""
+    if not active():
+        return run()
+    query = compiler.query
+    model = query.model
+    using = compiler.using
+    table = model._meta.db_table
+    needed = _needed_fields(model, using)
+    old: list[tuple[Any, ...]] | None = []
+    if needed is not None and needed[0]:
+        limit = None if _force_granular.get() else settings.GRANULAR_WRITE_LIMIT
+        old = _select_rows(model, query, using, needed[0], limit)
+    result = run()
+    if needed is None or old is None:
+        request(using, [TableChange(table=table, whole_table=True)])
+        return result
+    fields, columns = needed
+    rows = [_normalized(model, fields, row) for row in old]
+    if not delete and old:
+        new_values = _plain_new_values(query)
+        if new_values is None:
+            fresh = _rows_by_pk(model, using, fields, [row[0] for row in old])
+            rows.extend(_normalized(model, fields, row) for row in fresh)
+        else:
+            for row in old:
+                values = {f.attname: v for f, v in zip(fields, row, strict=True)}
+                values.update(new_values)
+                rows.append(row_conj_values(model, values))
+    request(using, [TableChange(table=table, rows=rows, columns=columns)])
+    return result
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+
+def _family_tables(model: type[Model]) -> list[str]:
+    concrete = model._meta.concrete_model
+    tables = [concrete._meta.db_table]
+    tables.extend(parent._meta.db_table for parent in concrete._meta.get_parent_list())
+    return tables
+
+
+def invalidate_obj(obj: Model, using: str | None = None) -> None:
+    """Invalidate everything that may have read this object's row, as its attributes say."""
+    if not settings.ENABLED:
+        return
+    using = using or obj._state.db or "default"
+    concrete = type(obj)._meta.concrete_model
+    changes: list[TableChange] = []
+    for model in [concrete, *concrete._meta.get_parent_list()]:
+        fields = list(model._meta.local_concrete_fields)
+        values = {f.attname: getattr(obj, f.attname, None) for f in fields}
+        changes.append(
+            TableChange(
+                table=model._meta.db_table,
+                rows=[row_conj_values(model, values)],
+                columns=frozenset(f.column for f in fields),
+            )
+        )
+    request(using, changes)
+
+
+def invalidate_model(model: type[Model], using: str | None = None) -> None:
+    """Invalidate every cached read of the model's tables: O(1), whatever is cached."""
+    if not settings.ENABLED:
+        return
+    tables = _family_tables(model)
+    changes = [TableChange(table=t, whole_table=True) for t in tables]
+    request(using or "default", changes)
+
+
+def invalidate_tables(tables: Iterable[str], using: str = "default") -> None:
+    if settings.ENABLED:
+        request(using, [TableChange(table=t, whole_table=True) for t in tables])
+
+
+def request_all(using: str) -> None:
+    """Invalidate everything for ``using``, now or at commit (a raw write we cannot place)."""
+    request(using, [TableChange(table=ALL_TABLES, whole_table=True)])
+
+
+def invalidate_all(using: str | None = None) -> None:
+    """Invalidate everything freshcache stored under its prefix (never FLUSHDB)."""
+    if not settings.ENABLED:
+        return
+    store.invalidate_all(key_prefix(using or "default"))
+
+
+class _ForceGranular:
+    def __enter__(self) -> None:
+        self._token = _force_granular.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _force_granular.reset(self._token)
+
+
+def invalidated_update(self: QuerySet[Any], **kwargs: Any) -> int:
+    """``update()`` that invalidates exactly the old and new versions of the affected rows,
+    however many there are (``update()`` goes table-wide past the granular limit)."""
+    with _ForceGranular():
+        return self.update(**kwargs)

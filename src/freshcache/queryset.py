@@ -1,0 +1,245 @@
+"""Read interception: the one place every ORM read passes, and the QuerySet API on top of it.
+
+The SQL compiler's ``execute_sql`` sees every read with its ``Query``; caching the raw rows the
+database returned (before Django's converters) lets one mechanism serve ``get``, iteration,
+``values()``, ``count()``, ``exists()``, ``aggregate()``, ``select_related``, prefetches and
+foreign-key access, with the SQL compiled once whether it hits or misses. What kind of read it is
+(the profile's ``ops``) is known from the QuerySet method that started it, passed down in a
+context variable so that nested reads (prefetches inside an iteration) get their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import EmptyResultSet
+from django.db.models import QuerySet
+from django.db.models.sql.constants import MULTI, SINGLE
+
+from freshcache import transaction as tx
+from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, profile_for, settings
+from freshcache.dependencies import query_dependencies
+from freshcache.exceptions import PayloadError, SerializationError, UncacheableQuery
+from freshcache.serializers import dumps_rows, loads_rows
+from freshcache.signals import cache_read
+from freshcache.store import Plan, store
+
+__all__ = ["CacheOptions", "cached_execute_sql", "current_op", "op_scope"]
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """What ``.cache()``/``.nocache()`` asked for; stored on the Query so it survives chaining."""
+
+    ops: frozenset[str]
+    timeout: int | None = None
+    lock: bool | None = None
+
+
+_OPTIONS_ATTR = "_freshcache_options"
+
+#: (op, options) of the QuerySet method running now; None outside any (reads we don't classify).
+_current: ContextVar[tuple[str, CacheOptions | None] | None] = ContextVar(
+    "freshcache_op", default=None
+)
+#: An op announced by get()/first()/last() for the iteration they are about to start.
+_pending_get: ContextVar[bool] = ContextVar("freshcache_pending_get", default=False)
+
+
+def current_op() -> tuple[str, CacheOptions | None] | None:
+    return _current.get()
+
+
+def options_of(qs: QuerySet[Any]) -> CacheOptions | None:
+    return getattr(qs.query, _OPTIONS_ATTR, None)
+
+
+def op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
+    """Wrap a QuerySet method so reads it triggers are classified as ``op``."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        token = _current.set((op, options_of(self)))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    return wrapper
+
+
+def get_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    """get()/first()/last(): the iteration they start counts as a ``get``."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        token = _pending_get.set(True)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _pending_get.reset(token)
+
+    return wrapper
+
+
+def fetch_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    """_fetch_all(): a ``fetch``, or the ``get`` a surrounding get() announced."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: QuerySet[Any]) -> Any:
+        if self._result_cache is not None:
+            return method(self)
+        op = "get" if _pending_get.get() else "fetch"
+        token_pending = _pending_get.set(False)
+        token = _current.set((op, options_of(self)))
+        try:
+            return method(self)
+        finally:
+            _current.reset(token)
+            _pending_get.reset(token_pending)
+
+    return wrapper
+
+
+# -- QuerySet / Manager API -----------------------------------------------------------------------
+
+
+def cache(
+    self: QuerySet[Any],
+    ops: object = None,
+    timeout: int | None = None,
+    lock: bool | None = None,
+) -> QuerySet[Any]:
+    """Cache this queryset's reads: ``ops`` defaults to all of them; ``ops=[]`` turns caching off.
+
+    The options live on the query, so ``Article.objects.cache().filter(tag=2)`` stays lazy,
+    chainable and cached.
+    """
+    clone = self._chain()
+    chosen = ALL_OPS if ops is None else normalize_ops(ops)
+    setattr(clone.query, _OPTIONS_ATTR, CacheOptions(ops=chosen, timeout=timeout, lock=lock))
+    return clone
+
+
+def nocache(self: QuerySet[Any]) -> QuerySet[Any]:
+    """Never read or fill the cache for this queryset (and what is chained from it)."""
+    return cache(self, ops=())
+
+
+# -- the interception -----------------------------------------------------------------------------
+
+_PLAIN = (str, int, float, bool, type(None), Decimal, datetime, date, time, timedelta, UUID, bytes)
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def query_key(prefix: str, sql: str, params: Any, db: str | None, result_type: str) -> str | None:
+    """A key naming the exact statement; None when a parameter's repr would not be faithful."""
+    params = tuple(params)
+    if not _plain(params):
+        return None
+    text = f"{result_type}\x00{db or ''}\x00{sql}\x00{params!r}"
+    return f"{prefix}q:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
+
+
+def _memoize_sql(compiler: Any) -> tuple[str, Any]:
+    """Compile once: Django's execute_sql calls as_sql() again on a miss."""
+    sql, params = compiler.as_sql()
+    original = type(compiler).as_sql
+
+    def as_sql(*args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return original(compiler, *args, **kwargs)
+        return sql, params
+
+    compiler.as_sql = as_sql
+    return sql, params
+
+
+def cached_execute_sql(
+    execute: Callable[..., Any],
+    compiler: Any,
+    result_type: str,
+    chunked_fetch: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Serve ``compiler.execute_sql`` from the cache when the read may be cached."""
+    scope = _current.get()
+    if scope is None or chunked_fetch or result_type not in (MULTI, SINGLE) or not settings.ENABLED:
+        return execute(compiler, *args, **kwargs)
+    op, options = scope
+    query = compiler.query
+    model = query.model
+    if model is None or query.select_for_update:
+        return execute(compiler, *args, **kwargs)
+    profile = profile_for(model)
+    if profile is None:
+        return execute(compiler, *args, **kwargs)
+    ops = options.ops if options is not None else profile.ops
+    if op not in ops:
+        return execute(compiler, *args, **kwargs)
+    timeout = (options.timeout if options is not None else None) or profile.timeout
+    connection = compiler.connection
+    if not timeout or tx.is_dirty(connection):
+        return execute(compiler, *args, **kwargs)
+    try:
+        deps = query_dependencies(query, max_in=settings.MAX_IN)
+    except UncacheableQuery:
+        return execute(compiler, *args, **kwargs)
+    try:
+        sql, params = _memoize_sql(compiler)
+    except EmptyResultSet:
+        return execute(compiler, *args, **kwargs)
+    prefix = key_prefix(connection.alias, tuple(sorted(deps)))
+    key = query_key(
+        prefix, sql, params, None if profile.db_agnostic else connection.alias, result_type
+    )
+    if key is None:
+        return execute(compiler, *args, **kwargs)
+    plan = Plan.build(deps, prefix)
+    probe = store.lookup(key, plan)
+    if probe is not None and probe.data is not None:
+        try:
+            rows = loads_rows(probe.data)
+        except PayloadError:
+            pass
+        else:
+            cache_read.send(sender=model, func=None, hit=True)
+            if result_type == MULTI:
+                return [rows]
+            return rows
+    tokens = None
+    if probe is not None and tx.can_store(connection):
+        tokens = store.prepare(probe, timeout)
+    result = execute(compiler, *args, **kwargs)
+    if tokens is not None:
+        if result_type == MULTI:
+            result = list(result)
+            payload: Any = [row for chunk in result for row in chunk]
+        else:
+            payload = result
+        try:
+            data = dumps_rows(payload)
+        except SerializationError:
+            pass
+        else:
+            store.save(key, tokens, data, timeout, plan)
+    cache_read.send(sender=model, func=None, hit=False)
+    return result

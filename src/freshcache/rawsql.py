@@ -1,0 +1,112 @@
+"""Which tables a raw SQL statement writes, for writes that bypass the ORM.
+
+This runs on every statement a connection executes (as an execute wrapper), so the common case,
+a read, is decided by looking at the first keyword only. A statement that may write but whose
+tables cannot be named with certainty yields ``ALL``: the caller then invalidates everything for
+the database. Coarse is acceptable; missing a write is not.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ALL", "READ", "written_tables"]
+
+#: Sentinel: the statement may write to tables we cannot name.
+ALL = ("*",)
+#: Sentinel: the statement does not write data.
+READ: tuple[str, ...] = ()
+
+_HARMLESS = frozenset(
+    [
+        "select",
+        "values",
+        "explain",
+        "show",
+        "set",
+        "reset",
+        "begin",
+        "start",
+        "commit",
+        "end",
+        "rollback",
+        "savepoint",
+        "release",
+        "pragma",
+        "vacuum",
+        "analyze",
+        "analyse",
+        "grant",
+        "revoke",
+        "lock",
+        "listen",
+        "unlisten",
+        "notify",
+        "declare",
+        "fetch",
+        "close",
+        "move",
+        "deallocate",
+        "prepare",
+        "discard",
+        "checkpoint",
+        "comment",
+        "create",
+        "use",
+        "describe",
+        "desc",
+    ]
+)
+_LEADING = re.compile(r"\s*(?:(?:--[^\n]*\n)|(?:/\*.*?\*/)|\(|\s)*", re.S)
+_WORD = re.compile(r"[A-Za-z_]+")
+_IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*)'
+_NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})*"
+_WRITES = {
+    "insert": re.compile(rf"insert\s+(?:or\s+\w+\s+)?(?:ignore\s+)?(?:into\s+)?({_NAME})", re.I),
+    "replace": re.compile(rf"replace\s+(?:into\s+)?({_NAME})", re.I),
+    "update": re.compile(rf"update\s+(?:or\s+\w+\s+)?(?:only\s+)?({_NAME})", re.I),
+    "delete": re.compile(rf"delete\s+from\s+(?:only\s+)?({_NAME})", re.I),
+    "alter": re.compile(rf"alter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?({_NAME})", re.I),
+    "copy": re.compile(rf"copy\s+({_NAME})(?:\s*\([^)]*\))?\s+from\b", re.I),
+}
+_LISTS = {
+    "truncate": re.compile(rf"truncate\s+(?:table\s+)?(?:only\s+)?((?:{_NAME}\s*,?\s*)+)", re.I),
+    "drop": re.compile(rf"drop\s+table\s+(?:if\s+exists\s+)?((?:{_NAME}\s*,?\s*)+)", re.I),
+}
+_MULTI_WRITE = re.compile(r"\b(insert|update|delete|merge|truncate)\b", re.I)
+
+
+def _table(name: str) -> str:
+    """The unqualified table name as the database sees it (unquoted names fold to lowercase)."""
+    last = re.findall(_IDENT, name)[-1]
+    if last[0] in '"`[':
+        return last[1:-1].replace('""', '"')
+    return last.lower()
+
+
+def written_tables(sql: str) -> tuple[str, ...]:
+    """``READ``, ``ALL``, or the tables the statement writes."""
+    start = _LEADING.match(sql)
+    rest = sql[start.end() if start else 0 :]
+    word_match = _WORD.match(rest)
+    if not word_match:
+        return ALL if rest.strip() else READ
+    word = word_match.group(0).lower()
+    if word in ("with", "explain") or (word == "select" and " into " in rest.lower()):
+        return ALL if _MULTI_WRITE.search(rest) or word == "select" else READ
+    if word in _HARMLESS:
+        return READ
+    if word in ("drop", "alter") and not re.match(r"\w+\s+table\b", rest, re.I):
+        return READ  # indexes, constraints, sequences, views: the rows stay what they were
+    pattern = _WRITES.get(word)
+    if pattern is not None:
+        match = pattern.match(rest)
+        return (_table(match.group(1)),) if match else ALL
+    listed = _LISTS.get(word)
+    if listed is not None:
+        match = listed.match(rest)
+        if not match:
+            return ALL
+        names = re.findall(_NAME, match.group(1))
+        return tuple(_table(n) for n in names if n.lower() not in ("cascade", "restrict"))
+    return ALL

@@ -1,0 +1,436 @@
+"""The stamp protocol: how a value is stored with the stamps of what it read, and invalidated.
+
+Keys under the prefix ``P``:
+
+* ``Pg`` — the global epoch; every value depends on it, so deleting it is ``invalidate_all``.
+* ``Pr:<table>`` — the table's registry: ``@<epoch>;<scheme>;<scheme>;...`` where a scheme is
+  the comma-joined column names of a conjunction readers use. Every value that read the table
+  stores the epoch, so losing the registry (eviction, flush, failover, ``invalidate_model``)
+  invalidates every value of the table, and a writer that finds no registry can skip the
+  granular stamps safely.
+* ``Ps:<table>[:<cols>:<digest>]`` — stamps: random tokens, one per conjunction of equalities.
+* values — ``[tokens, data]``, where tokens are the current values of the keys above, in the
+  order the reader computed them.
+
+Read: one MGET of the value and all its stamp keys; valid iff every token matches. Miss: make
+sure the registry lists the schemes and the stamps exist (``SET NX``), then read them, *before*
+the computation, and store the value with the tokens read. A writer deletes, after its commit,
+the stamps its row's old and new values match, and reads the registry in the same round trip to
+catch schemes registered since it looked. Any interleaving leaves a value whose tokens no longer
+match, so it is never served; no check-and-set or multi-key script is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import msgpack
+
+from freshcache.backends import get_backend
+from freshcache.backends.base import Backend
+from freshcache.conf import on_reset, settings
+from freshcache.dependencies import Conj, Deps, row_stamp_keys, scheme, stamp_key
+from freshcache.exceptions import BackendError, PayloadError, SerializationError
+
+__all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
+
+logger = logging.getLogger("freshcache")
+T = TypeVar("T")
+
+#: Stamps outlive the values that use them by this many seconds.
+STAMP_MARGIN = 60
+_SCHEME_SEP = b";"
+
+
+def new_token() -> bytes:
+    return os.urandom(9).hex().encode()
+
+
+def parse_registry(raw: bytes | None) -> tuple[bytes, frozenset[str]] | None:
+    """``(epoch, schemes)`` of a registry value, or None if it is missing or not ours."""
+    if not raw or not raw.startswith(b"@"):
+        return None
+    parts = raw.split(_SCHEME_SEP)
+    return parts[0], frozenset(p.decode() for p in parts[1:] if p)
+
+
+def scheme_text(cols: Sequence[str]) -> str:
+    return ",".join(cols)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The keys a value depends on, computed once from its dependencies.
+
+    ``keys`` is ``[global, registry..., stamps...]``; ``schemes[i]`` lists the schemes that
+    registry ``i`` must contain.
+    """
+
+    keys: tuple[str, ...]
+    registries: tuple[str, ...]
+    schemes: tuple[frozenset[str], ...]
+    tables: tuple[str, ...]
+
+    @classmethod
+    def build(cls, deps: Deps, prefix: str) -> Plan:
+        tables = tuple(sorted(deps))
+        registries = tuple(f"{prefix}r:{table}" for table in tables)
+        stamps: list[str] = []
+        schemes: list[frozenset[str]] = []
+        for table in tables:
+            conjs = deps[table]
+            needed = set()
+            for conj in sorted(conjs, key=_conj_sort_key):
+                cols = scheme(conj)
+                if any("," in c or ";" in c for c in cols):
+                    conj = ()  # a column name we cannot encode: depend on the whole table
+                    cols = ()
+                if cols:
+                    needed.add(scheme_text(cols))
+                stamps.append(stamp_key(prefix, table, conj))
+            schemes.append(frozenset(needed))
+        # The same stamp can come from two tables' conjunctions only if it is the same key.
+        unique_stamps = tuple(dict.fromkeys(stamps))
+        keys = (f"{prefix}g", *registries, *unique_stamps)
+        return cls(keys=keys, registries=registries, schemes=tuple(schemes), tables=tables)
+
+
+def _conj_sort_key(conj: Conj) -> str:
+    return repr(conj)
+
+
+@dataclass
+class Probe:
+    """What one read round trip found: the stored payload and the current stamp values."""
+
+    key: str
+    plan: Plan
+    current: list[bytes | None]
+    data: bytes | None = None
+
+    @property
+    def hit(self) -> bool:
+        return self.data is not None
+
+
+@dataclass
+class TableChange:
+    """A write to one table: the rows it touched (old and new versions) or the whole table.
+
+    ``rows`` map column names to normalized values; ``columns`` lists the columns every row
+    carries (the pre-read chose them from ``schemes``). ``schemes`` is what the writer believed
+    the registry held when it chose those columns.
+    """
+
+    table: str
+    rows: Sequence[Mapping[str, Hashable]] = field(default_factory=list)
+    columns: frozenset[str] = frozenset()
+    whole_table: bool = False
+
+
+class Store:
+    """The protocol on top of a backend, with degrade-on-failure handled in one place."""
+
+    def __init__(self, backend: Callable[[], Backend] = get_backend) -> None:
+        self._backend = backend
+        self._schemes: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+        self._down = False
+        # Invalidations that could not be delivered: registry/global keys to delete on recovery.
+        self._missed: set[str] = set()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend()
+
+    # -- failure handling -------------------------------------------------------------------------
+
+    def _failed(self, exc: BackendError, missed: Iterable[str] = ()) -> None:
+        """Record a failed call; re-raise unless degrading."""
+        with self._lock:
+            self._missed.update(missed)
+            first = not self._down
+            self._down = True
+        if not settings.DEGRADE_ON_FAILURE:
+            raise exc
+        if first:
+            logger.warning("freshcache backend unavailable, reading from the database: %s", exc)
+
+    def _recover(self) -> bool:
+        """Deliver remembered invalidations; True when cached values may be served again."""
+        if not self._missed and not self._down:
+            return True
+        with self._lock:
+            missed = list(self._missed)
+        try:
+            if missed:
+                self.backend.delete_many(missed)
+            else:
+                self.backend.ping()
+        except BackendError as exc:
+            self._failed(exc)
+            return False
+        with self._lock:
+            self._missed.difference_update(missed)
+            recovered = not self._missed
+            if recovered and self._down:
+                self._down = False
+                logger.warning("freshcache backend answers again; cached reads resume")
+        return recovered
+
+    # -- read path --------------------------------------------------------------------------------
+
+    def lookup(self, key: str, plan: Plan) -> Probe | None:
+        """One round trip: the payload and the current stamps. None when the backend failed."""
+        if (self._missed or self._down) and not self._recover():
+            return None
+        try:
+            values = self.backend.get_many((key, *plan.keys))
+        except BackendError as exc:
+            self._failed(exc)
+            return None
+        probe = Probe(key=key, plan=plan, current=values[1:])
+        self._remember_schemes(plan, probe.current)
+        raw = values[0]
+        if raw is not None:
+            tokens = self._tokens(plan, probe.current)
+            if tokens is not None:
+                try:
+                    stored_tokens, data = msgpack.unpackb(raw, use_list=True)
+                except Exception:  # garbage in the backend is a miss, never an error
+                    logger.warning("freshcache: undecodable payload at %s treated as a miss", key)
+                else:
+                    if stored_tokens == tokens:
+                        probe.data = data
+        return probe
+
+    def prepare(self, probe: Probe, ttl: int) -> list[bytes] | None:
+        """Make sure schemes and stamps exist and read them; the tokens to store, or None.
+
+        Skips the round trip when the probe already saw everything in place, which is the
+        common miss (the value expired or was never stored, the stamps live on).
+        """
+        plan = probe.plan
+        tokens = self._tokens(plan, probe.current)
+        if tokens is not None and self._registered(plan, probe.current):
+            return tokens
+        nx: dict[str, bytes] = {}
+        appends: list[tuple[str, bytes]] = []
+        overwrite: dict[str, bytes] = {}
+        if probe.current[0] is None:
+            nx[plan.keys[0]] = new_token()
+        for i, registry in enumerate(plan.registries):
+            raw = probe.current[1 + i]
+            parsed = parse_registry(raw)
+            wanted = plan.schemes[i]
+            if parsed is None:
+                entry = b"@" + new_token() + _SCHEME_SEP
+                entry += b"".join(s.encode() + _SCHEME_SEP for s in sorted(wanted))
+                if raw is None:
+                    nx[registry] = entry
+                    # If another process created it first, our schemes still get in.
+                    appends.extend((registry, s.encode() + _SCHEME_SEP) for s in sorted(wanted))
+                else:
+                    overwrite[registry] = entry
+            else:
+                missing = wanted - parsed[1]
+                appends.extend((registry, s.encode() + _SCHEME_SEP) for s in sorted(missing))
+        first_stamp = 1 + len(plan.registries)
+        for key, value in zip(plan.keys[first_stamp:], probe.current[first_stamp:], strict=True):
+            if value is None:
+                nx[key] = new_token()
+        try:
+            current = self.backend.prepare(nx, appends, overwrite, ttl + STAMP_MARGIN, plan.keys)
+        except BackendError as exc:
+            self._failed(exc)
+            return None
+        self._remember_schemes(plan, current)
+        if not self._registered(plan, current):
+            return None
+        return self._tokens(plan, current)
+
+    def save(self, key: str, tokens: list[bytes], data: bytes, ttl: int, plan: Plan) -> bool:
+        """Store ``data`` with the tokens read by :meth:`prepare`; False when not stored."""
+        payload = msgpack.packb([tokens, data], use_bin_type=True)
+        if len(payload) > settings.MAX_VALUE_SIZE:
+            logger.debug("freshcache: %s not cached, %d bytes is over the limit", key, len(payload))
+            return False
+        try:
+            self.backend.set_many({key: payload}, ttl, touch=plan.keys)
+        except BackendError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def get_or_compute(
+        self,
+        key: str,
+        plan: Plan,
+        compute: Callable[[], T],
+        encode: Callable[[T], bytes],
+        decode: Callable[[bytes], T],
+        ttl: int,
+    ) -> tuple[T, bool]:
+        """The value and whether it came from the cache; computing it on a miss."""
+        probe = self.lookup(key, plan)
+        if probe is not None and probe.data is not None:
+            try:
+                return decode(probe.data), True
+            except PayloadError as exc:
+                logger.warning("freshcache: payload at %s rejected (%s), recomputing", key, exc)
+        tokens = self.prepare(probe, ttl) if probe is not None else None
+        value = compute()
+        if tokens is not None:
+            try:
+                data = encode(value)
+            except SerializationError as exc:
+                logger.debug("freshcache: %s not cached: %s", key, exc)
+            else:
+                self.save(key, tokens, data, ttl, plan)
+        return value, False
+
+    # -- write path -------------------------------------------------------------------------------
+
+    def known_schemes(self, prefix: str, table: str) -> frozenset[str] | None:
+        """The schemes this process last saw for ``table``; reads the registry if it never did.
+
+        None when the backend is unreachable: the caller then invalidates the whole table.
+        """
+        registry = f"{prefix}r:{table}"
+        known = self._schemes.get(registry)
+        if known is not None:
+            return known
+        try:
+            (raw,) = self.backend.get_many((registry,))
+        except BackendError as exc:
+            self._failed(exc)
+            return None
+        parsed = parse_registry(raw)
+        schemes = parsed[1] if parsed else frozenset()
+        self._schemes[registry] = schemes
+        return schemes
+
+    def invalidate(self, changes: Sequence[TableChange], prefix: str) -> None:
+        """Delete every stamp the changes match; one round trip unless schemes appeared."""
+        if not changes:
+            return
+        delete: list[str] = []
+        check: dict[str, TableChange] = {}
+        handled: dict[str, frozenset[str]] = {}
+        for change in changes:
+            registry = f"{prefix}r:{change.table}"
+            delete.append(stamp_key(prefix, change.table, ()))
+            if change.whole_table:
+                delete.append(registry)
+                continue
+            schemes = self._schemes.get(registry, frozenset())
+            keys, complete = self._row_keys(prefix, change, schemes)
+            delete.extend(keys)
+            if not complete:
+                delete.append(registry)
+                continue
+            check[registry] = change
+            handled[registry] = handled.get(registry, frozenset()) | schemes
+        registries = list(check)
+        try:
+            current = self.backend.delete_and_get(list(dict.fromkeys(delete)), registries)
+        except BackendError as exc:
+            self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
+            return
+        more: list[str] = []
+        for registry, raw in zip(registries, current, strict=True):
+            parsed = parse_registry(raw)
+            if parsed is None:
+                self._schemes.pop(registry, None)
+                continue  # no registry: every granular value of the table is invalid already
+            self._schemes[registry] = parsed[1]
+            new = parsed[1] - handled[registry]
+            if new:
+                keys, complete = self._row_keys(prefix, check[registry], new)
+                more.extend(keys)
+                if not complete:
+                    more.append(registry)
+        if more:
+            try:
+                self.backend.delete_many(more)
+            except BackendError as exc:
+                self._failed(exc, missed=registries)
+
+    def invalidate_tables(self, tables: Iterable[str], prefix: str) -> None:
+        self.invalidate([TableChange(table=t, whole_table=True) for t in tables], prefix)
+
+    def invalidate_all(self, prefix: str) -> None:
+        key = f"{prefix}g"
+        try:
+            self.backend.delete_many([key])
+        except BackendError as exc:
+            self._failed(exc, missed=[key])
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _row_keys(
+        self, prefix: str, change: TableChange, schemes: frozenset[str]
+    ) -> tuple[list[str], bool]:
+        """Stamp keys of the change's rows for ``schemes``; False if some row lacks a scheme's
+        columns (the caller then drops the whole table)."""
+        cols = [tuple(s.split(",")) for s in schemes]
+        complete = True
+        keys: list[str] = []
+        for row in change.rows:
+            usable = [c for c in cols if all(col in row for col in c)]
+            complete = complete and len(usable) == len(cols)
+            keys.extend(row_stamp_keys(prefix, change.table, usable, row))
+        if not change.rows and cols:
+            # With no rows, ``columns`` tells "the writer read the affected rows and there were
+            # none" (nothing to delete) from "it read nothing" (we cannot name the stamps).
+            complete = bool(change.columns)
+        return keys, complete
+
+    def _tokens(self, plan: Plan, current: Sequence[bytes | None]) -> list[bytes] | None:
+        """The tokens a value stored now would carry, or None if any is missing."""
+        n_reg = len(plan.registries)
+        tokens: list[bytes] = []
+        for i, value in enumerate(current):
+            if value is None:
+                return None
+            if 1 <= i <= n_reg:
+                parsed = parse_registry(value)
+                if parsed is None:
+                    return None
+                tokens.append(parsed[0])
+            else:
+                tokens.append(value)
+        return tokens
+
+    def _registered(self, plan: Plan, current: Sequence[bytes | None]) -> bool:
+        for i, wanted in enumerate(plan.schemes):
+            parsed = parse_registry(current[1 + i])
+            if parsed is None or not wanted <= parsed[1]:
+                return False
+        return True
+
+    def _remember_schemes(self, plan: Plan, current: Sequence[bytes | None]) -> None:
+        for i, registry in enumerate(plan.registries):
+            parsed = parse_registry(current[1 + i])
+            if parsed is not None:
+                self._schemes[registry] = parsed[1]
+
+    def forget(self) -> None:
+        """Drop process-local knowledge (schemes, outage state); used when settings change."""
+        self._schemes.clear()
+        with self._lock:
+            self._missed.clear()
+            self._down = False
+
+
+store = Store()
+
+
+@on_reset
+def reset_store() -> None:
+    store.forget()

@@ -1,0 +1,173 @@
+"""Per-connection, per-transaction state: when a connection may use the cache, and when
+invalidations run.
+
+Two rules keep transactions from producing stale reads:
+
+* A connection that wrote inside a transaction is *dirty* until the transaction ends: its reads
+  neither use nor fill the cache, because the cache cannot hold its uncommitted view.
+* Invalidations requested inside ``atomic()`` run when the outermost transaction commits, through
+  Django's ``on_commit`` so that a rolled-back savepoint drops its own, and before the user's
+  callbacks so those already see fresh data. Rollback leaves nothing behind.
+
+State lives on the connection object and is cleared when the transaction ends (commit,
+rollback, autocommit restored, close), so an exception inside ``atomic`` cannot leak it into
+the next transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+__all__ = [
+    "can_store",
+    "end_transaction",
+    "in_transaction",
+    "is_dirty",
+    "mark_dirty",
+    "note_isolation",
+    "request",
+    "run_commit_hooks_first",
+]
+
+Changes = Sequence[Any]  # Sequence[store.TableChange]; kept loose to avoid an import cycle
+
+
+def in_transaction(connection: BaseDatabaseWrapper) -> bool:
+    return bool(connection.in_atomic_block) or not connection.get_autocommit()
+
+
+def mark_dirty(connection: BaseDatabaseWrapper) -> None:
+    if in_transaction(connection):
+        connection._freshcache_dirty = True
+
+
+def is_dirty(connection: BaseDatabaseWrapper) -> bool:
+    if not getattr(connection, "_freshcache_dirty", False):
+        return False
+    if in_transaction(connection):
+        return True
+    connection._freshcache_dirty = False
+    return False
+
+
+_ISOLATION = re.compile(r"isolation\s+level\s+(read\s+committed|read\s+uncommitted|\w+)", re.I)
+
+
+def note_isolation(connection: BaseDatabaseWrapper, sql: str) -> None:
+    """Watch statements that change the isolation level behind Django's back.
+
+    ``SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`` (or ``BEGIN ... ISOLATION LEVEL``)
+    makes the current transaction a snapshot; ``SET SESSION CHARACTERISTICS`` (or
+    ``SET SESSION TRANSACTION``) does so for every later transaction on the connection.
+    """
+    match = _ISOLATION.search(sql)
+    if not match:
+        return
+    snapshot = match.group(1).lower().split()[-1] not in ("committed", "uncommitted")
+    if "session" in sql.lower() or "global" in sql.lower():
+        connection._freshcache_session_snapshot = snapshot
+    else:
+        connection._freshcache_snapshot = snapshot
+
+
+def end_transaction(connection: BaseDatabaseWrapper, committed: bool) -> None:
+    """Called when a transaction ends: forget dirtiness; flush or drop manual-mode work."""
+    connection._freshcache_dirty = False
+    connection._freshcache_snapshot = False
+    pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
+    connection._freshcache_manual = []
+    if committed:
+        for func in pending:
+            func()
+
+
+def _isolation_allows_store(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a read inside a transaction sees every commit made before it started.
+
+    Above READ COMMITTED a transaction reads a snapshot that can predate the stamps we read, so
+    storing its result could pair old rows with fresh stamps.
+    """
+    if getattr(connection, "_freshcache_snapshot", False) or getattr(
+        connection, "_freshcache_session_snapshot", False
+    ):
+        return False
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        mode = getattr(connection, "_freshcache_journal", None)
+        if mode is None:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode")
+                row = cursor.fetchone()
+            mode = str(row[0]).lower() if row else "wal"
+            connection._freshcache_journal = mode
+        # Rollback-journal SQLite blocks writers while a reader's transaction holds its lock;
+        # WAL gives the reader a snapshot instead.
+        return mode != "wal"
+    level = getattr(connection, "isolation_level", None)
+    if vendor == "postgresql":
+        # psycopg's IsolationLevel enum, an int, or None (the server default, READ COMMITTED)
+        return level is None or str(getattr(level, "name", level)).upper().replace(" ", "_") in {
+            "READ_COMMITTED",
+            "1",
+            "READ_UNCOMMITTED",
+        }
+    if vendor == "mysql":
+        return str(level or "read committed").lower() in {"read committed", "read uncommitted"}
+    return vendor == "oracle"
+
+
+def can_store(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a result read now on ``connection`` may be written to the cache."""
+    if not in_transaction(connection):
+        return True
+    if is_dirty(connection):
+        return False
+    return _isolation_allows_store(connection)
+
+
+class _Pending:
+    """An on_commit callback carrying invalidations, recognisable so they run first."""
+
+    __slots__ = ("changes", "run")
+
+    _freshcache = True
+
+    def __init__(self, run: Callable[[Changes], None], changes: Changes) -> None:
+        self.run = run
+        self.changes = changes
+
+    def __call__(self) -> None:
+        self.run(self.changes)
+
+
+def request(
+    connection: BaseDatabaseWrapper, run: Callable[[Changes], None], changes: Changes
+) -> None:
+    """Run ``run(changes)`` now, or when the current transaction commits."""
+    if connection.in_atomic_block:
+        connection.on_commit(_Pending(run, changes))
+    elif not connection.get_autocommit():
+        pending = getattr(connection, "_freshcache_manual", None)
+        if pending is None:
+            pending = connection._freshcache_manual = []
+        pending.append(_Pending(run, changes))
+    else:
+        run(changes)
+
+
+def run_commit_hooks_first(connection: BaseDatabaseWrapper) -> None:
+    """Run our pending invalidations, merged into one batch, before the user's callbacks."""
+    hooks = connection.run_on_commit
+    ours = [entry[1] for entry in hooks if isinstance(entry[1], _Pending)]
+    if not ours:
+        return
+    connection.run_on_commit = [entry for entry in hooks if not isinstance(entry[1], _Pending)]
+    by_runner: dict[Callable[[Changes], None], list[Any]] = {}
+    for pending in ours:
+        by_runner.setdefault(pending.run, []).extend(pending.changes)
+    for run, changes in by_runner.items():
+        run(changes)

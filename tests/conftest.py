@@ -1,0 +1,79 @@
+"""Shared fixtures: a clean cache per test, real backends, query counting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+
+from freshcache.backends import get_backend, reset_backend
+from freshcache.backends.locmem import LocMemBackend
+from freshcache.backends.redis import RedisBackend
+from freshcache.store import store
+
+REDIS_URL = os.environ.get("FRESHCACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def flush_test_redis() -> None:
+    """Tests own their private Redis; the library itself never flushes a database."""
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def clean_cache() -> Iterator[None]:
+    backend = get_backend()
+    if isinstance(backend, LocMemBackend):
+        backend.clear()
+    elif isinstance(backend, RedisBackend):
+        backend.client.flushdb()
+    store.forget()
+    yield
+    reset_backend()
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def any_backend(request: pytest.FixtureRequest) -> Iterator[LocMemBackend | RedisBackend]:
+    """Each engine in turn, cleared: the contract suite runs on all of them."""
+    if request.param == "locmem":
+        backend: LocMemBackend | RedisBackend = LocMemBackend(name="contract")
+        backend.clear()
+    else:
+        flush_test_redis()
+        backend = RedisBackend(redis.Redis.from_url(REDIS_URL))
+    yield backend
+    backend.close()
+
+
+class Queries:
+    """Counts the SQL a block runs on a connection."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.context = CaptureQueriesContext(connections[alias])
+
+    def __enter__(self) -> Queries:
+        self.context.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.context.__exit__(*exc)
+
+    @property
+    def count(self) -> int:
+        return len(self.context.captured_queries)
+
+    @property
+    def selects(self) -> int:
+        return sum(
+            1
+            for q in self.context.captured_queries
+            if q["sql"].lstrip().upper().startswith("SELECT")
+        )
+
+
+@pytest.fixture
+def queries() -> type[Queries]:
+    return Queries

@@ -1,0 +1,177 @@
+"""Every engine passes the same contract; configuration shapes build the right client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from django.test import override_settings
+
+from freshcache.backends import backend_name, build_backend, get_backend
+from freshcache.backends.base import Backend
+from freshcache.backends.locmem import LocMemBackend
+from freshcache.backends.redis import RedisBackend, make_client
+from freshcache.exceptions import ImproperlyConfigured
+
+from .test_store import expire_now
+
+
+def test_get_many_and_set_many(any_backend: Backend) -> None:
+    assert any_backend.get_many(["a", "b"]) == [None, None]
+    any_backend.set_many({"a": b"1", "b": b"2"}, 60)
+    assert any_backend.get_many(["b", "missing", "a"]) == [b"2", None, b"1"]
+    assert any_backend.get_many([]) == []
+
+
+def test_ttl_is_honoured(any_backend: Backend) -> None:
+    any_backend.set_many({"a": b"1"}, 60)
+    expire_now(any_backend, "a")
+    assert any_backend.get_many(["a"]) == [None]
+
+
+def test_prepare_runs_writes_in_order_then_reads(any_backend: Backend) -> None:
+    any_backend.set_many({"existing": b"keep"}, 60)
+    result = any_backend.prepare(
+        nx={"existing": b"lost", "new": b"n"},
+        appends=[("reg", b"a;"), ("reg", b"b;"), ("new", b"+")],
+        overwrite={"over": b"o"},
+        ttl=60,
+        keys=["existing", "new", "reg", "over", "absent"],
+    )
+    assert result == [b"keep", b"n+", b"a;b;", b"o", None]
+
+
+def test_append_creates_without_ttl_and_keeps_existing_ttl(any_backend: Backend) -> None:
+    any_backend.prepare({}, [("fresh", b"x")], {}, 60, [])
+    if isinstance(any_backend, RedisBackend):
+        assert any_backend.client.ttl("fresh") == -1
+        any_backend.prepare({"timed": b"@"}, [("timed", b"y")], {}, 60, [])
+        assert 0 < any_backend.client.ttl("timed") <= 60
+    else:
+        assert any_backend._data["fresh"][1] is None  # type: ignore[attr-defined]
+
+
+def test_delete_and_get(any_backend: Backend) -> None:
+    any_backend.set_many({"a": b"1", "b": b"2"}, 60)
+    assert any_backend.delete_and_get(["a"], ["a", "b"]) == [None, b"2"]
+    any_backend.delete_many(["b", "never-there"])
+    assert any_backend.get_many(["b"]) == [None]
+
+
+def test_touch_extends_but_never_shortens(any_backend: Backend) -> None:
+    any_backend.set_many({"stamp": b"s"}, 10)
+    any_backend.set_many({"value": b"v"}, 100, touch=["stamp", "absent"])
+    assert any_backend.get_many(["absent"]) == [None]
+    if isinstance(any_backend, RedisBackend):
+        assert any_backend.client.ttl("stamp") > 10
+        any_backend.set_many({"v2": b"v"}, 5, touch=["stamp"])
+        assert any_backend.client.ttl("stamp") > 10
+    else:
+        data = any_backend._data  # type: ignore[attr-defined]
+        long_expiry = data["stamp"][1]
+        assert long_expiry >= data["value"][1]
+        any_backend.set_many({"v2": b"v"}, 5, touch=["stamp"])
+        assert data["stamp"][1] == long_expiry
+
+
+def test_ping(any_backend: Backend) -> None:
+    assert any_backend.ping() is True
+
+
+def test_async_twins(any_backend: Backend) -> None:
+    async def scenario() -> list[bytes | None]:
+        await any_backend.aset_many({"a": b"1"}, 60)
+        got = await any_backend.aprepare({"b": b"2"}, [], {}, 60, ["a", "b"])
+        await any_backend.adelete_many(["a"])
+        assert await any_backend.aping()
+        assert await any_backend.adelete_and_get([], ["a"]) == [None]
+        return got
+
+    assert asyncio.run(scenario()) == [b"1", b"2"]
+    assert asyncio.run(any_backend.aget_many(["b"])) == [b"2"]
+
+
+def test_locmem_is_bounded() -> None:
+    backend = LocMemBackend(name="bounded", max_entries=3)
+    backend.clear()
+    backend.set_many({"a": b"1", "b": b"2", "c": b"3"}, 60)
+    backend.get_many(["a"])  # a is now the most recently used
+    backend.set_many({"d": b"4"}, 60)
+    assert backend.get_many(["a", "b", "c", "d"]) == [b"1", None, b"3", b"4"]
+
+
+# -- selection and configuration ------------------------------------------------------------------
+
+
+@override_settings(FRESHCACHE_BACKEND=None, FRESHCACHE_REDIS=None)
+def test_locmem_is_the_embedded_default() -> None:
+    assert backend_name() == "locmem"
+    assert isinstance(get_backend(), LocMemBackend)
+
+
+@override_settings(FRESHCACHE_BACKEND=None, FRESHCACHE_REDIS="redis://127.0.0.1:1/2")
+def test_redis_setting_selects_redis() -> None:
+    assert backend_name() == "redis"
+    assert isinstance(build_backend(), RedisBackend)
+
+
+@override_settings(FRESHCACHE_BACKEND="nonsense")
+def test_unknown_backend_is_a_clear_error() -> None:
+    with pytest.raises(ImproperlyConfigured, match="FRESHCACHE_BACKEND"):
+        build_backend()
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("redis://127.0.0.1:6390/3", {"host": "127.0.0.1", "port": 6390, "db": 3}),
+        ("redis://:s3cret@localhost:6379/1", {"password": "s3cret", "db": 1}),
+        ("unix:///tmp/redis.sock?db=4", {"path": "/tmp/redis.sock", "db": 4}),
+        ({"host": "h", "port": 1234, "db": 5, "socket_timeout": 3}, {"host": "h", "db": 5}),
+        ({"unix_socket_path": "/tmp/r.sock", "db": 2}, {"path": "/tmp/r.sock", "db": 2}),
+    ],
+)
+def test_redis_config_shapes(config: object, expected: dict[str, object]) -> None:
+    client = make_client(config)  # type: ignore[arg-type]
+    kwargs = client.connection_pool.connection_kwargs
+    for name, value in expected.items():
+        assert kwargs[name] == value
+
+
+def test_rediss_url_uses_tls() -> None:
+    client = make_client("rediss://localhost:6380/0")
+    assert client.connection_pool.connection_class is redis.SSLConnection
+
+
+class MyClient(redis.Redis):
+    pass
+
+
+def test_client_class() -> None:
+    assert type(make_client("redis://localhost/0", None, f"{__name__}.MyClient")) is MyClient
+    with pytest.raises(ImproperlyConfigured, match="FRESHCACHE_CLIENT_CLASS"):
+        make_client("redis://localhost/0", None, "builtins.dict")
+
+
+def test_sentinel_config_builds_a_managed_client() -> None:
+    from redis.sentinel import SentinelConnectionPool
+
+    client = make_client(
+        None,
+        {
+            "locations": [("127.0.0.1", 26379)],
+            "service_name": "mymaster",
+            "db": 1,
+            "socket_timeout": 0.1,
+        },
+    )
+    assert isinstance(client.connection_pool, SentinelConnectionPool)
+    assert client.connection_pool.service_name == "mymaster"
+    with pytest.raises(ImproperlyConfigured, match="service_name"):
+        make_client(None, {"locations": [("127.0.0.1", 26379)]})
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    with pytest.raises(ImproperlyConfigured, match="FRESHCACHE_REDIS"):
+        make_client("http://example.invalid/")

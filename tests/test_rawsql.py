@@ -1,0 +1,46 @@
+"""Raw statements: reads are recognised cheaply, writes name their tables or everything."""
+
+from __future__ import annotations
+
+import pytest
+
+from freshcache.rawsql import ALL, READ, written_tables
+
+
+@pytest.mark.parametrize(
+    ("sql", "tables"),
+    [
+        ("SELECT * FROM a", READ),
+        ("  (SELECT 1) UNION (SELECT 2)", READ),
+        ("/* hint */ select 1", READ),
+        ("-- comment\nSELECT 1", READ),
+        ("SAVEPOINT s1", READ),
+        ("RELEASE SAVEPOINT s1", READ),
+        ("PRAGMA foreign_keys", READ),
+        ("CREATE INDEX i ON a (b)", READ),
+        ("DROP INDEX i", READ),
+        ("ALTER SEQUENCE s RESTART", READ),
+        ('INSERT INTO "blog_post" ("a") VALUES (%s)', ("blog_post",)),
+        ("insert into Blog_Post values (1)", ("blog_post",)),
+        ('INSERT OR REPLACE INTO "t" VALUES (1)', ("t",)),
+        ("REPLACE INTO t VALUES (1)", ("t",)),
+        ('UPDATE "public"."blog_post" SET a = 1', ("blog_post",)),
+        ("UPDATE ONLY t SET a = 1", ("t",)),
+        ('DELETE FROM "Mixed""Case"', ('Mixed"Case',)),
+        ("delete from `t` where id = 1", ("t",)),
+        ('TRUNCATE "a", "b" RESTART IDENTITY CASCADE', ("a", "b", "restart", "identity")),
+        ("TRUNCATE TABLE t", ("t",)),
+        ("ALTER TABLE t ADD COLUMN c int", ("t",)),
+        ("DROP TABLE IF EXISTS t, u", ("t", "u")),
+        ("COPY t (a, b) FROM STDIN", ("t",)),
+        ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", ALL),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", READ),
+        ("EXPLAIN ANALYZE UPDATE t SET a = 1", ALL),
+        ("SELECT * INTO new_t FROM t", ALL),
+        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", ALL),
+        ("CALL do_things()", ALL),
+        ("REFRESH MATERIALIZED VIEW v", ALL),
+    ],
+)
+def test_written_tables(sql: str, tables: tuple[str, ...]) -> None:
+    assert written_tables(sql) == tables

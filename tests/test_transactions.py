@@ -1,0 +1,177 @@
+"""Transactions: deferred invalidation, dirty connections, rollbacks, no leaked state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.test import Client
+
+from freshcache import transaction as tx
+from freshcache.signals import cache_invalidated
+from tests.testapp.models import Category, Post
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+
+@pytest.fixture
+def c1() -> Category:
+    return Category.objects.create(title="one", slug="one")
+
+
+@pytest.fixture
+def invalidations() -> Any:
+    seen: list[str] = []
+
+    def receiver(sender: Any, table: str, **kwargs: Any) -> None:
+        seen.append(table)
+
+    cache_invalidated.connect(receiver)
+    yield seen
+    cache_invalidated.disconnect(receiver)
+
+
+def titles(using: str = "default", **filters: Any) -> list[str]:
+    return [p.title for p in Post.objects.using(using).filter(**filters)]
+
+
+def test_invalidation_runs_at_commit(c1: Category, invalidations: list[str]) -> None:
+    p = Post.objects.create(title="a", category=c1)
+    invalidations.clear()
+    with transaction.atomic():
+        p.title = "b"
+        p.save()
+        assert invalidations == []
+    assert "testapp_post" in invalidations
+    assert titles(category=c1) == ["b"]
+
+
+def test_dirty_connection_neither_reads_nor_fills(
+    c1: Category, queries: Any, invalidations: list[str]
+) -> None:
+    Post.objects.create(title="a", category=c1)
+    assert titles(category=c1) == ["a"]
+    with transaction.atomic():
+        Post.objects.filter(category=c1).update(title="b")
+        with queries() as q:
+            assert titles(category=c1) == ["b"]  # own write visible: not from the cache
+            assert titles(category=c1) == ["b"]
+        assert q.count == 2  # neither read used nor filled the cache
+    assert titles(category=c1) == ["b"]
+
+
+def test_rollback_leaves_nothing(c1: Category, queries: Any, invalidations: list[str]) -> None:
+    p = Post.objects.create(title="a", category=c1)
+    assert titles(category=c1) == ["a"]
+    invalidations.clear()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        p.title = "b"
+        p.save()
+        raise RuntimeError
+    assert invalidations == []
+    with queries() as q:
+        assert titles(category=c1) == ["a"]
+    assert q.count == 0  # the cached value is still valid and right
+
+
+def test_savepoint_rollback_drops_its_invalidations(c1: Category, invalidations: list[str]) -> None:
+    c2 = Category.objects.create(title="two", slug="two")
+    invalidations.clear()
+    with transaction.atomic():
+        Category.objects.filter(pk=c2.pk).update(title="2")
+        try:
+            with transaction.atomic():
+                Post.objects.create(title="x", category=c1)
+                raise RuntimeError
+        except RuntimeError:
+            pass
+    assert invalidations == ["testapp_category"]
+
+
+def test_our_invalidation_runs_before_user_on_commit(c1: Category) -> None:
+    p = Post.objects.create(title="a", category=c1)
+    assert titles(category=c1) == ["a"]
+    seen: list[list[str]] = []
+    with transaction.atomic():
+        transaction.on_commit(lambda: seen.append(titles(category=c1)))
+        p.title = "b"
+        p.save()
+    assert seen == [["b"]]
+
+
+def test_no_leaked_state_after_exception(c1: Category, queries: Any) -> None:
+    Post.objects.create(title="a", category=c1)
+    with pytest.raises(ValueError), transaction.atomic():
+        Post.objects.filter(category=c1).update(score=1)
+        raise ValueError
+    assert not tx.is_dirty(connection)
+    with transaction.atomic():
+        titles(category=c1)
+        with queries() as q:
+            titles(category=c1)
+        if tx.can_store(connection):
+            assert q.count == 0  # a clean new transaction uses the cache again
+
+
+def test_atomic_requests(c1: Category, settings: Any) -> None:
+    Post.objects.create(title="a", category=c1)
+    assert titles(category=c1) == ["a"]
+    connection.settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        response = Client().get(f"/write-then-read/{c1.pk}/")
+    finally:
+        connection.settings_dict["ATOMIC_REQUESTS"] = False
+    assert response.content == b"renamed"
+    assert titles(category=c1) == ["renamed"]
+
+
+def test_several_databases(c1: Category) -> None:
+    other_cat = Category.objects.using("other").create(title="o", slug="o")
+    Post.objects.using("other").create(title="a", category=other_cat)
+    assert titles("other", category=other_cat.pk) == ["a"]
+    with transaction.atomic(using="other"):
+        Post.objects.using("other").filter(title="a").update(title="b")
+        # default's transaction state is untouched by other's writes
+        assert not tx.is_dirty(connections["default"])
+    assert titles("other", category=other_cat.pk) == ["b"]
+
+
+def test_manual_transaction_management(c1: Category) -> None:
+    p = Post.objects.create(title="a", category=c1)
+    assert titles(category=c1) == ["a"]
+    transaction.set_autocommit(False)
+    try:
+        Post.objects.filter(pk=p.pk).update(title="b")
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert titles(category=c1) == ["b"]
+
+
+def test_isolation_above_read_committed_does_not_store(c1: Category, queries: Any) -> None:
+    """Inside a snapshot transaction, results are not written to the cache."""
+    Post.objects.create(title="a", category=c1)
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            assert not tx.can_store(connection)
+            titles(category=c1)
+        with queries() as q:
+            titles(category=c1)
+        assert q.count == 1, "the snapshot read was not stored"
+        with transaction.atomic():
+            assert tx.can_store(connection), "the next transaction is READ COMMITTED again"
+    else:
+        # SQLite in WAL mode gives readers a snapshot: nothing is stored in a transaction.
+        connection._freshcache_journal = "wal"  # type: ignore[attr-defined]
+        try:
+            with transaction.atomic():
+                titles(category=c1)
+                assert not tx.can_store(connection)
+            with queries() as q:
+                titles(category=c1)
+            assert q.count == 1
+        finally:
+            del connection._freshcache_journal  # type: ignore[attr-defined]

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Category(models.Model):
+    title = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True, null=True)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Author(models.Model):
+    name = models.CharField(max_length=100)
+    email = models.CharField(max_length=100, blank=True, default="")
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=50)
+
+
+class Post(models.Model):
+    title = models.CharField(max_length=200)
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="posts")
+    author = models.ForeignKey(
+        Author, on_delete=models.SET_NULL, null=True, blank=True, related_name="posts"
+    )
+    visible = models.BooleanField(default=True)
+    score = models.IntegerField(default=0)
+    price = models.DecimalField(max_digits=8, decimal_places=2, null=True)
+    created = models.DateTimeField(null=True)
+    tags = models.ManyToManyField(Tag, related_name="posts", blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class Comment(models.Model):
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="comments")
+    text = models.CharField(max_length=200)
+
+
+class Membership(models.Model):
+    """Explicit through model."""
+
+    author = models.ForeignKey(Author, on_delete=models.CASCADE)
+    group = models.ForeignKey("Group", on_delete=models.CASCADE)
+    role = models.CharField(max_length=20, default="member")
+
+
+class Group(models.Model):
+    name = models.CharField(max_length=50)
+    members = models.ManyToManyField(Author, through=Membership, related_name="groups")
+
+
+class Profile(models.Model):
+    author = models.OneToOneField(Author, on_delete=models.CASCADE, related_name="profile")
+    bio = models.CharField(max_length=200, default="")
+
+
+class VisiblePost(Post):
+    """Proxy."""
+
+    class Meta:
+        proxy = True
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=50)
+    city = models.CharField(max_length=50, default="")
+
+
+class Restaurant(Place):
+    """Multi-table inheritance child."""
+
+    serves_pizza = models.BooleanField(default=False)
