@@ -211,7 +211,7 @@ def _column_value(field: Any, raw: object) -> Hashable:
         return UNKNOWN
     if kind is decimal.Decimal and places is not None:
         exponent = value.as_tuple().exponent  # type: ignore[attr-defined]
-        if False:
+        if isinstance(exponent, int) and exponent < -places:
             return UNKNOWN
     return value
 
@@ -352,7 +352,7 @@ class _Walker:
         self.text_exact = text_exact
         self.tables: dict[str, set[Conj]] = {}
 
-    # -- one query --------------------------------------------------------------------------------
+    # -- one query -----------------------------------------------------------------------------
     def query(self, q: Query) -> None:
         if not isinstance(q, Query):
             raise UncacheableQuery(f"{type(q).__name__} is not an ORM query (raw SQL)")
@@ -439,7 +439,7 @@ class _Walker:
         else:
             scope.follow(alias, _trim(path, targets))
 
-    # -- WHERE as a DNF ---------------------------------------------------------------------------
+    # -- WHERE as a DNF ------------------------------------------------------------------------
     def where(self, node: Any) -> list[Disjunct]:
         if isinstance(node, WhereNode):
             _check(node)
@@ -499,7 +499,7 @@ class _Walker:
         common = set(dnf[0].items()).intersection(*(d.items() for d in dnf[1:]))
         return [dict(common)]
 
-    # -- everything else: checks and subqueries ---------------------------------------------------
+    # -- everything else: checks and subqueries ------------------------------------------------
     def walk(self, node: Any, paths: list[str] | None = None) -> None:
         if type(node) in _SCALARS:
             return
@@ -529,7 +529,7 @@ class _Walker:
             _check(node)  # NothingNode, SubqueryConstraint (Django 4.2)
             self.walk(getattr(node, "query_object", None))
 
-    # -- per-alias conjunctions -------------------------------------------------------------------
+    # -- per-alias conjunctions ----------------------------------------------------------------
     def emit(self, scope: _Scope, dnf: list[Disjunct]) -> None:
         if not dnf:
             return  # always false: no row of these tables can change the result

@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model, QuerySet
 from django.db.models.expressions import Value
 from django.db.models.sql.query import Query
@@ -144,7 +144,7 @@ def _select_rows(
     """Rows the write is about to touch, read from the database; None if over ``limit``."""
     pre = query.chain(klass=Query)
     qs: QuerySet[Any] = QuerySet(model=model, query=pre, using=using)
-    qs = qs.values_list(*(f.attname for f in fields)).order_by()
+    qs = qs.values_list(*(f.attname for f in fields)).order_by(fields[0].attname)
     qs = qs.cache(ops=())
     connection = connections[using]
     features = connection.features
@@ -209,14 +209,42 @@ def _plain_new_values(query: Any) -> dict[str, Any] | None:
 
 
 def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) -> Any:
-    """Read the rows' old values, run the statement, invalidate old and new values."""
+    """Read the rows' old values, run the statement, invalidate old and new values.
+
+    The old values must be the database's at the moment of the write: another process may move
+    the row between our read and our write. Inside a transaction the read locks the rows
+    (``SELECT ... FOR UPDATE``); in autocommit mode, on a database that can lock rows, the read
+    and the write are put in a transaction of their own so that the lock can be taken.
+    """
     if not active():
         return run()
     query = compiler.query
     model = query.model
     using = compiler.using
-    table = model._meta.db_table
     needed = _needed_fields(model, using)
+    connection = connections[using]
+    if (
+        needed
+        and needed[0]
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+        and connection.features.has_select_for_update
+    ):
+        with transaction.atomic(using=using, savepoint=False):
+            return _write_with_old_values(compiler, run, delete, needed)
+    return _write_with_old_values(compiler, run, delete, needed)
+
+
+def _write_with_old_values(
+    compiler: Any,
+    run: Callable[[], Any],
+    delete: bool,
+    needed: tuple[list[Any], frozenset[str]] | None,
+) -> Any:
+    query = compiler.query
+    model = query.model
+    using = compiler.using
+    table = model._meta.db_table
     old: list[tuple[Any, ...]] | None = []
     if needed is not None and needed[0]:
         limit = None if _force_granular.get() else settings.GRANULAR_WRITE_LIMIT
