@@ -39,6 +39,7 @@ from django.db.models.lookups import Exact
 from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import override_settings
 
+from freshcache import dependencies
 from freshcache.dependencies import (
     UNKNOWN,
     Deps,
@@ -68,6 +69,7 @@ from tests.depsapp.models import (
     Place,
     Post,
     ProxyPost,
+    ProxyRestaurant,
     Restaurant,
     Sample,
     Tag,
@@ -81,11 +83,23 @@ POST, CAT, AUTHOR, TAG, POST_TAGS = (
     "depsapp_tag",
     "depsapp_post_tags",
 )
-COMMENT, NODE, PLACE, REST = "depsapp_comment", "depsapp_node", "depsapp_place", "depsapp_restaurant"
+COMMENT, NODE, PLACE, REST = (
+    "depsapp_comment",
+    "depsapp_node",
+    "depsapp_place",
+    "depsapp_restaurant",
+)
 
 
 def deps(qs: Any, **kwargs: Any) -> Deps:
     return query_dependencies(qs.query, **kwargs)
+
+
+def select_all(qs: Any) -> Any:
+    """``qs.select_related()`` without the deprecation warning Django 6.1 gives it."""
+    qs = qs.all()
+    qs.query.select_related = True
+    return qs
 
 
 def conjs(*items: dict[str, Any]) -> frozenset[tuple[tuple[str, Any], ...]]:
@@ -220,6 +234,7 @@ def test_text_only_counts_where_comparison_is_exact(monkeypatch: pytest.MonkeyPa
     qs = Post.objects.filter(title="a", score=1, author__name__isnull=False)
     assert deps(qs, using="default") == {POST: conjs({"title": "a", "score": 1}), AUTHOR: ALL}
     monkeypatch.setattr(connections["other"], "vendor", "mysql")  # case-insensitive collations
+    monkeypatch.setattr(dependencies, "_exact_text", {})  # vendors are cached per alias
     assert deps(qs, using="default") == {POST: conjs({"title": "a", "score": 1}), AUTHOR: ALL}
     assert deps(qs, using="other") == {POST: conjs({"score": 1}), AUTHOR: ALL}
     assert deps(qs) == {POST: conjs({"score": 1}), AUTHOR: ALL}  # any database may run it
@@ -227,9 +242,7 @@ def test_text_only_counts_where_comparison_is_exact(monkeypatch: pytest.MonkeyPa
 
 def test_db_column_custom_table_and_uuid() -> None:
     qs = LegacyItem.objects.filter(code="A", qty=3, owner=5)
-    assert deps(qs) == {
-        "depsapp_legacyitem": conjs({"ITEM_CODE": "A", "QTY": 3, "OWNER_REF": 5})
-    }
+    assert deps(qs) == {"depsapp_legacyitem": conjs({"ITEM_CODE": "A", "QTY": 3, "OWNER_REF": 5})}
     key = uuid.UUID("12345678123456781234567812345678")
     assert deps(Document.objects.filter(pk=str(key))) == {"deps_documents": conjs({"id": key})}
     assert deps(Folder.objects.filter(document__pk=key.hex, name="f")) == {
@@ -321,6 +334,11 @@ def test_multi_table_inheritance() -> None:
     # default columns come from both tables even with no join in the WHERE
     assert deps(Restaurant.objects.all()) == {REST: ALL, PLACE: ALL}
     assert deps(Restaurant.objects.values("serves_pizza")) == {REST: ALL}
+    assert deps(ProxyRestaurant.objects.filter(pk=2)) == {
+        REST: conjs({"place_ptr_id": 2}),
+        PLACE: conjs({"id": 2}),
+    }
+    assert model_dependencies(ProxyRestaurant) == {REST: ALL, PLACE: ALL}
     assert deps(Place.objects.filter(restaurant__serves_pizza=True)) == {
         PLACE: ALL,
         REST: conjs({"serves_pizza": True}),
@@ -331,7 +349,7 @@ def test_select_related() -> None:
     qs = Post.objects.select_related("category", "author").filter(category=2)
     assert deps(qs) == {POST: conjs({"category_id": 2}), CAT: conjs({"id": 2}), AUTHOR: ALL}
     # select_related() follows non-null foreign keys only
-    assert deps(Post.objects.select_related().filter(pk=1)) == {POST: conjs({"id": 1}), CAT: ALL}
+    assert deps(select_all(Post.objects.filter(pk=1))) == {POST: conjs({"id": 1}), CAT: ALL}
     qs = Comment.objects.select_related("post__category").filter(post=9)
     assert deps(qs) == {
         COMMENT: conjs({"post_id": 9}),
@@ -357,9 +375,7 @@ def test_ordering_joins() -> None:
         POST: conjs({"score": 1}),
         CAT: ALL,
     }
-    assert deps(Post.objects.filter(score=1).order_by("category_id")) == {
-        POST: conjs({"score": 1})
-    }
+    assert deps(Post.objects.filter(score=1).order_by("category_id")) == {POST: conjs({"score": 1})}
     assert deps(Post.objects.filter(score=1).order_by("author")) == {POST: conjs({"score": 1})}
     assert deps(Post.objects.filter(score=1).order_by(F("author__name").desc())) == {
         POST: conjs({"score": 1}),
@@ -370,6 +386,11 @@ def test_ordering_joins() -> None:
         POST: conjs({"id": 2}),
         CAT: ALL,
     }
+
+
+def test_distinct_on_fields_join_like_ordering() -> None:
+    qs = Post.objects.filter(score=1).order_by("category__name").distinct("category__name")
+    assert deps(qs) == {POST: conjs({"score": 1}), CAT: ALL}
 
 
 def test_filtered_relation() -> None:
@@ -395,7 +416,10 @@ def test_exists_and_correlated_subqueries() -> None:
         POST: conjs({"score": 2}),
         COMMENT: conjs({"approved": True}),
     }
-    assert deps(Post.objects.exclude(Exists(inner))) == {POST: ALL, COMMENT: conjs({"approved": True})}
+    assert deps(Post.objects.exclude(Exists(inner))) == {
+        POST: ALL,
+        COMMENT: conjs({"approved": True}),
+    }
     first = Subquery(Comment.objects.filter(post=OuterRef("pk")).order_by("-id").values("text")[:1])
     assert deps(Post.objects.filter(pk=1).annotate(first=first)) == {
         POST: conjs({"id": 1}),
@@ -453,6 +477,21 @@ def captured(run: Callable[[], object]) -> list[Any]:
 
 
 @pytest.mark.django_db
+def test_m2m_prefetch_is_cacheable() -> None:
+    # Django selects the through table's column with extra(select={...: '"table"."col"'})
+    post = Post.objects.create(category=Category.objects.create(name="c", slug="c"), title="t")
+    _, tags, comments = captured(
+        lambda: list(Post.objects.filter(pk=post.pk).prefetch_related("tags", "comments"))
+    )
+    assert query_dependencies(tags) == {TAG: ALL, POST_TAGS: conjs({"post_id": post.pk})}
+    assert query_dependencies(comments) == {COMMENT: conjs({"post_id": post.pk})}
+    column = Tag.objects.extra(select={"x": '"depsapp_tag"."name"'})
+    assert deps(column) == {TAG: ALL}
+    with pytest.raises(UncacheableQuery):
+        deps(Tag.objects.extra(select={"x": '"depsapp_tag"."name" || %s'}, select_params=["a"]))
+
+
+@pytest.mark.django_db
 def test_count_exists_aggregate_as_the_compiler_sees_them() -> None:
     (count,) = captured(lambda: Post.objects.filter(category=2).count())
     assert query_dependencies(count) == {POST: conjs({"category_id": 2})}
@@ -503,6 +542,14 @@ class NotEqual(Lookup):
 def test_uncacheable(make: Callable[[], Any]) -> None:
     with pytest.raises(UncacheableQuery):
         deps(make())
+
+
+def test_uuid_functions_are_uncacheable() -> None:
+    functions = pytest.importorskip("django.db.models.functions")
+    if not hasattr(functions, "UUID4"):
+        pytest.skip("UUID4 and UUID7 arrived in Django 6.0")
+    with pytest.raises(UncacheableQuery, match="UUID4"):
+        deps(Document.objects.annotate(u=functions.UUID4()))
 
 
 def test_custom_lookup_is_uncacheable() -> None:
@@ -583,9 +630,7 @@ def test_row_conj_values_match_the_lookup_side() -> None:
         "ITEM_CODE": "A",
         "OWNER_REF": 4,
     }
-    assert row_conj_values(Restaurant, {"name": "x", "serves_pizza": 0}) == {
-        "serves_pizza": False
-    }
+    assert row_conj_values(Restaurant, {"name": "x", "serves_pizza": 0}) == {"serves_pizza": False}
 
 
 def test_stamp_keys() -> None:
@@ -638,7 +683,8 @@ def test_model_instance_merge() -> None:
 
 PREFIX = "t:"
 MODELS = [
-    m for m in apps.get_app_config("depsapp").get_models(include_auto_created=True)
+    m
+    for m in apps.get_app_config("depsapp").get_models(include_auto_created=True)
     if not m._meta.proxy
 ]
 
@@ -664,9 +710,16 @@ def dataset(db: None) -> None:
     ]
     posts = [
         Post.objects.create(
-            category=c, author=a, title=t, published=p, score=s,
-            price=decimal.Decimal(pr), created=cr, status=st, rank=r,
-        )  # fmt: skip
+            category=c,
+            author=a,
+            title=t,
+            published=p,
+            score=s,
+            price=decimal.Decimal(pr),
+            created=cr,
+            status=st,
+            rank=r,
+        )
         for c, a, t, p, s, pr, cr, st, r in rows
     ]
     posts[0].tags.set([django_, python])
@@ -717,7 +770,9 @@ READS: list[Callable[[], object]] = [
     lambda: list(Category.objects.annotate(n=Count("post")).values_list("id", "n")),
     lambda: list(Category.objects.annotate(n=Count("post", filter=Q(post__published=True)))),
     lambda: list(Category.objects.filter(pk=2).annotate(n=Sum("post__score"))),
-    lambda: list(Post.objects.filter(Exists(Comment.objects.filter(post=OuterRef("pk"), approved=True)))),
+    lambda: list(
+        Post.objects.filter(Exists(Comment.objects.filter(post=OuterRef("pk"), approved=True)))
+    ),
     lambda: list(
         Post.objects.annotate(
             first=Subquery(
@@ -727,7 +782,7 @@ READS: list[Callable[[], object]] = [
     ),
     lambda: list(Post.objects.filter(category__in=Category.objects.filter(slug="news"))),
     lambda: list(Post.objects.filter(pk__in=[1, 2, 3]).select_related("category", "author")),
-    lambda: list(Post.objects.select_related().filter(score=5)),
+    lambda: list(select_all(Post.objects.filter(score=5))),
     lambda: list(Post.objects.filter(status=Post.Status.LIVE, rank=Post.Rank.HIGH)),
     lambda: list(Post.objects.filter(price=decimal.Decimal("9.5"))),
     lambda: list(Post.objects.filter(price=decimal.Decimal("9.501"))),  # 4.2 sends '9.50'
@@ -766,6 +821,7 @@ READS: list[Callable[[], object]] = [
     lambda: list(Restaurant.objects.filter(name="Luigi")),
     lambda: list(Restaurant.objects.filter(pk=4)),
     lambda: list(Restaurant.objects.all()),
+    lambda: list(ProxyRestaurant.objects.filter(city="Rome")),
     lambda: list(Place.objects.filter(restaurant__serves_pizza=True)),
     lambda: list(Place.objects.select_related("restaurant").filter(city="Rome")),
     lambda: list(Restaurant.objects.select_related("chef").filter(chef__name="ann")),
@@ -855,7 +911,8 @@ def writes() -> Iterator[tuple[str, Callable[[], object]]]:
         for f in fields:
             if f.is_relation:  # also rows nothing points at yet
                 pool[f.attname] += [
-                    pk for pk in f.related_model._base_manager.values_list("pk", flat=True)
+                    pk
+                    for pk in f.related_model._base_manager.values_list("pk", flat=True)
                     if pk not in pool[f.attname]
                 ][:2]
         pks = list(model._base_manager.order_by("pk").values_list("pk", flat=True))
@@ -868,8 +925,9 @@ def writes() -> Iterator[tuple[str, Callable[[], object]]]:
             for f in fields:
                 for value in pool[f.attname][:6] + ([None] if f.null else []):
                     if value != getattr(current, f.attname):
-                        yield f"{label}.{f.attname}={value!r}", partial(
-                            update, fresh, f.attname, value
+                        yield (
+                            f"{label}.{f.attname}={value!r}",
+                            partial(update, fresh, f.attname, value),
                         )
 
 
@@ -891,7 +949,9 @@ def copy(obj: Any) -> None:
     obj.save(force_insert=True)
 
 
-def violations(reads: list[Any], baseline: list[Any], deps_list: list[Deps]) -> tuple[list[str], int]:
+def violations(
+    reads: list[Any], baseline: list[Any], deps_list: list[Deps]
+) -> tuple[list[str], int]:
     """Writes that changed a read's result without touching any of its stamp keys; and how
     many (write, read) pairs changed a result at all."""
     found: list[str] = []

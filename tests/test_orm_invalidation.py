@@ -13,6 +13,7 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
 from django.db.models.signals import post_migrate
+from django.test import override_settings
 
 from freshcache import invalidate_all, invalidate_model, invalidate_obj, no_invalidation
 from freshcache.signals import cache_invalidated
@@ -428,3 +429,65 @@ def test_cache_invalidated_signal(c1: Category) -> None:
     finally:
         cache_invalidated.disconnect(receiver)
     assert "testapp_post" in seen
+
+
+# -- tables reached indirectly ------------------------------------------------------------------
+
+
+def test_tables_reached_indirectly_are_tracked(c1: Category, c2: Category, queries: Any) -> None:
+    """Subqueries, Exists, Subquery annotations, select_related, prefetches, aggregates over
+    relations, FK access, counts of sliced/distinct querysets: a write to any table read
+    invalidates the result."""
+    from django.db.models import Count, Exists, OuterRef, Subquery
+
+    p = Post.objects.create(title="a", category=c1, score=1)
+    Comment.objects.create(post=p, text="hi")
+    reads = {
+        "in-subquery": lambda: titles(category__in=Category.objects.filter(title="one")),
+        "exists": lambda: [
+            x.title
+            for x in Post.objects.filter(
+                Exists(Comment.objects.filter(post=OuterRef("pk"), text="hi"))
+            )
+        ],
+        "subquery-annotation": lambda: [
+            x.last_comment
+            for x in Post.objects.annotate(
+                last_comment=Subquery(
+                    Comment.objects.filter(post=OuterRef("pk")).order_by("-id").values("text")[:1]
+                )
+            )
+        ],
+        "select-related": lambda: [x.category.title for x in Post.objects.select_related("category")],
+        "prefetch": lambda: [
+            [c.text for c in x.comments.all()] for x in Post.objects.prefetch_related("comments")
+        ],
+        "count-relation": lambda: [
+            (x.title, x.n) for x in Category.objects.annotate(n=Count("posts")).order_by("id")
+        ],
+        "fk-access": lambda: Post.objects.get(pk=p.pk).category.title,
+        "sliced-count": lambda: Post.objects.all()[:5].count(),
+        "distinct-count": lambda: Post.objects.values("category").distinct().count(),
+        "grouped": lambda: list(
+            Post.objects.values("category").annotate(n=Count("id")).order_by("category")
+        ),
+    }
+    writes = [
+        lambda: Category.objects.filter(pk=c1.pk).update(title="ONE"),
+        lambda: Comment.objects.filter(post=p).update(text="bye"),
+        lambda: Comment.objects.create(post=p, text="hi"),
+        lambda: Post.objects.create(title="b", category=c2),
+        lambda: Post.objects.filter(pk=p.pk).update(category=c2),
+        lambda: Category.objects.filter(pk=c2.pk).update(title="TWO"),
+    ]
+    for write in writes:
+        before = {name: cached(queries, read) for name, read in reads.items()}
+        write()
+        for name, read in reads.items():
+            with queries() as q:
+                value = read()
+            with override_settings(FRESHCACHE_ENABLED=False):
+                truth = read()
+            assert value == truth, f"{name} is stale after the write"
+            if truth != before[name]:
+                assert q.count > 0

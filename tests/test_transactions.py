@@ -175,3 +175,49 @@ def test_isolation_above_read_committed_does_not_store(c1: Category, queries: An
             assert q.count == 1
         finally:
             del connection._freshcache_journal  # type: ignore[attr-defined]
+
+
+def _side_connection() -> Any:
+    """A second, independent connection to the test database ("another process")."""
+    params = connection.settings_dict
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        return psycopg.connect(
+            host=params["HOST"],
+            port=params["PORT"],
+            user=params["USER"],
+            dbname=params["NAME"],
+            autocommit=True,
+        )
+    import sqlite3
+
+    return sqlite3.connect(params["NAME"], uri=True, isolation_level=None)
+
+
+def test_row_committed_between_pre_read_and_write(
+    c1: Category, queries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row that starts matching after the old-value read is written too: never stale."""
+    from freshcache import invalidation
+
+    Post.objects.create(title="a", category=c1)
+    assert titles(score=7, title="phantom") == []
+    side = _side_connection()
+    original = invalidation._select_rows
+
+    def read_then_someone_inserts(*args: Any, **kwargs: Any) -> Any:
+        rows = original(*args, **kwargs)
+        side.execute(
+            "INSERT INTO testapp_post (title, category_id, visible, score) "
+            f"VALUES ('phantom', {c1.pk}, true, 0)"
+        )
+        return rows
+
+    monkeypatch.setattr(invalidation, "_select_rows", read_then_someone_inserts)
+    try:
+        Post.objects.filter(category=c1).update(score=7)
+    finally:
+        side.close()
+    monkeypatch.undo()
+    assert titles(score=7, title="phantom") == ["phantom"]

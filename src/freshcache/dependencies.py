@@ -20,10 +20,11 @@ How a :class:`~django.db.models.sql.Query` is read, in one pass without copying 
   the database compares them in SQL: Django's own integer, boolean, text, float, decimal, date,
   time, datetime and UUID fields (also behind a foreign key), no ``db_collation``, no overridden
   ``db_type``/``get_db_prep_value``. Text counts only on sqlite and PostgreSQL, whose default
-  comparison is exact (MySQL collations ignore case, Oracle reads ``''`` as NULL). Decimals with
-  more places than the column keeps, or over 15 significant digits (sqlite keeps REALs), drop.
-* The rhs is prepped once more through the column's field (``get_prep_value`` is idempotent): a
-  lookup built from an expression, ``Exact(F("published"), 1)``, is not prepped by Django.
+  comparison is exact (MySQL collations ignore case, Oracle reads ``''`` as NULL): on the
+  database ``using`` names, or on every configured one. Decimals with more places than the
+  column keeps, or over 15 significant digits (sqlite keeps REALs), drop.
+* The rhs is prepped once more through the column's field, exactly as :func:`row_conj_values`
+  preps the write side (``get_prep_value`` is idempotent; an unprepped rhs would not match).
 * Each alias in FROM (refcount > 0, and the base table) gets, per disjunct, the atoms on its
   columns, plus the values that join equalities carry over from other aliases (only between
   columns of the same kind, never ``None``; conflicting values carry nothing). An ``IS NULL`` on a
@@ -35,7 +36,9 @@ How a :class:`~django.db.models.sql.Query` is read, in one pass without copying 
   ``FilteredRelation``), unions and ``count()``'s inner query add their own dependencies; a
   condition correlated by ``OuterRef`` is an expression rhs and drops.
 
-Uncacheable, with the reason: ``extra()`` (raw SQL on any table), ``RawSQL``/``ExtraWhere``
+Uncacheable, with the reason: ``extra()`` (raw SQL on any table; only ``select={...:
+'"table"."column"'}`` passes, which Django's own m2m ``prefetch_related`` uses to read a table it
+joins anyway), ``RawSQL``/``ExtraWhere``
 (same), ``order_by("?")``/``Random``, ``Now``, ``UUID4``/``UUID7``, ``RandomUUID``,
 ``TransactionNow`` (each run differs), any expression, lookup, transform, aggregate, join or
 where-node class defined outside ``django`` (its SQL may read anything; ``.nocache()`` it), a bare
@@ -136,6 +139,8 @@ _CANONICAL = frozenset({type(None), bool, int, float, str, uuid.UUID, dt.date})
 _verdicts: dict[type, str | None] = {}
 _field_info: dict[int, tuple[Any, type | None, int | None]] = {}
 _local_fields: dict[Any, dict[str, Any]] = {}
+_join_links: dict[int, tuple[Any, list[tuple[str, str, bool]]]] = {}
+_exact_text: dict[str | None, bool] = {}  # database alias -> text equality is exact there
 
 
 def normalize(value: object) -> Hashable:
@@ -235,6 +240,19 @@ def _pairs(join_field: Any) -> Iterable[tuple[Any, Any]]:
         return ()
 
 
+def _links(join_field: Any) -> list[tuple[str, str, bool]]:
+    """(parent column, joined column, is text) of a join's exactly-comparable pairs, cached."""
+    hit = _join_links.get(id(join_field))
+    if hit is None or hit[0] is not join_field:
+        links = []
+        for left, right in _pairs(join_field):
+            kind = _info(left)[1]
+            if kind is not None and kind is _info(right)[1]:
+                links.append((left.column, right.column, kind is str))
+        hit = _join_links[id(join_field)] = (join_field, links)
+    return hit[1]
+
+
 def _check(node: object) -> None:
     """Raise ``UncacheableQuery`` if ``node``'s SQL cannot be reasoned about."""
     cls = type(node)
@@ -271,28 +289,26 @@ class _Scope:
         self.base: str | None = None
         refcount = query.alias_refcount
         for alias, join in query.alias_map.items():
-            cls = type(join)
-            if cls is not Join and cls is not BaseTable:
+            if type(join) is not Join and type(join) is not BaseTable:
                 _check(join)
-            if isinstance(join, BaseTable) or join.parent_alias is None:
-                self.base = self.base or alias
-                if alias == self.base or refcount.get(alias):
-                    self.aliases[alias] = [join.table_name, None, None, False]
-                continue
-            self.joins.append((alias, join))
-            if refcount.get(alias):
+            if join.parent_alias is not None:
+                self.joins.append((alias, join))
+            elif self.base is None:
+                self.base = alias
+            if refcount.get(alias) or alias == self.base:
                 self._add(alias, join)
         if self.base is None:  # nothing set up yet: Django will use the model's table
             self.base = query.get_meta().db_table
             self.aliases[self.base] = [self.base, None, None, False]
 
     def _add(self, alias: str, join: Any) -> None:
-        parent = self.aliases.get(join.parent_alias)
-        if parent is None:  # a referenced join under an unreferenced one: take the chain too
-            self._add(join.parent_alias, self.query.alias_map[join.parent_alias])
-            parent = self.aliases[join.parent_alias]
-        nullable = join.join_type == LOUTER or parent[3]
-        self.aliases[alias] = [join.table_name, join.parent_alias, join.join_field, nullable]
+        parent, nullable = join.parent_alias, False
+        if parent is not None:  # a join under an unreferenced join takes that one too
+            if parent not in self.aliases:
+                self._add(parent, self.query.alias_map[parent])
+            nullable = join.join_type == LOUTER or self.aliases[parent][3]
+        field = join.join_field if parent is not None else None
+        self.aliases[alias] = [join.table_name, parent, field, nullable]
 
     def join(self, parent: str, info: Any) -> str:
         """The alias Django's compiler uses for ``info`` (a PathInfo) from ``parent``."""
@@ -542,22 +558,17 @@ class _Walker:
             return c
 
         for alias, (_, parent, join_field, _) in aliases.items():
-            if parent is None:
-                continue
-            for left, right in _pairs(join_field):
-                kind = _info(left)[1]
-                if kind is None or kind is not _info(right)[1]:
-                    continue
-                if kind is str and not self.text_exact:
-                    continue
-                a, b = find((parent, left.column)), find((alias, right.column))
-                if a != b:
-                    links[b] = a
+            for left, right, text in _links(join_field) if parent is not None else ():
+                if self.text_exact or not text:
+                    a, b = find((parent, left)), find((alias, right))
+                    if a != b:
+                        links[b] = a
         members: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for c in list(links):
             root = find(c)
             members.setdefault(root, [root]).append(c)
         root_of = {c: root for root, cs in members.items() for c in cs}
+        targets = [(a, self.tables.setdefault(info[0], set())) for a, info in aliases.items()]
         for d in dnf:
             known: dict[str, dict[str, Hashable]] = {}
             carried: dict[tuple[str, str], set[Hashable]] = {}
@@ -566,17 +577,16 @@ class _Walker:
                 if info is None or (value is None and info[3]):
                     continue
                 known.setdefault(alias, {})[column] = value
-                group = root_of.get((alias, column))
-                if value is not None and group is not None:
-                    carried.setdefault(group, set()).add(value)
+                if value is not None and (alias, column) in root_of:
+                    carried.setdefault(root_of[alias, column], set()).add(value)
             for root, values in carried.items():
                 if len(values) == 1:  # conflicting values carry nothing
                     (value,) = values
                     for alias, column in members[root]:
                         known.setdefault(alias, {}).setdefault(column, value)
-            for alias, info in aliases.items():
-                conj = tuple(sorted(known.get(alias, {}).items()))
-                self.tables.setdefault(info[0], set()).add(conj)
+            for alias, conjs in targets:
+                own = known.get(alias)
+                conjs.add(tuple(sorted(own.items())) if own else ())
 
     def result(self) -> Deps:
         return {
@@ -624,8 +634,12 @@ def _related_paths(
 
 
 def _text_exact(using: str | None) -> bool:
-    aliases = [using] if using is not None else list(connections)
-    return all(connections[alias].vendor in _EXACT_TEXT_VENDORS for alias in aliases)
+    exact = _exact_text.get(using)
+    if exact is None:
+        aliases = [using] if using is not None else list(connections)
+        exact = all(connections[alias].vendor in _EXACT_TEXT_VENDORS for alias in aliases)
+        _exact_text[using] = exact
+    return exact
 
 
 def query_dependencies(
@@ -657,11 +671,13 @@ def instance_dependencies(instance: Any) -> Deps:
     opts = instance._meta.concrete_model._meta
     for model in _tables(type(instance)):
         pk = model._meta.pk
-        fields = getattr(pk, "fields", None) if pk.column is None else (pk,)  # composite pk
-        values = [getattr(instance, f.attname) for f in fields or ()]
+        fields = tuple(getattr(pk, "fields", ()) if pk.column is None else (pk,))  # composite
+        values = [getattr(instance, f.attname) for f in fields]
         if model is not opts.model and values == [None]:  # unsaved child: the parent link
             values = [getattr(instance, opts.get_ancestor_link(model).attname)]
-        conj = tuple(sorted((f.column, _column_value(f, v)) for f, v in zip(fields, values)))
+        conj = tuple(
+            sorted((f.column, _column_value(f, v)) for f, v in zip(fields, values, strict=True))
+        )
         ok = conj and all(v is not None and v is not UNKNOWN for _, v in conj)
         deps[model._meta.db_table] = frozenset({conj}) if ok else _ALL
     return deps

@@ -148,7 +148,7 @@ def _select_rows(
     qs = qs.cache(ops=())
     connection = connections[using]
     features = connection.features
-    if connection.in_atomic_block and features.has_select_for_update:
+    if tx.in_transaction(connection) and features.has_select_for_update:
         qs = qs.select_for_update(of=("self",) if features.has_select_for_update_of else ())
     if limit is None:
         return list(qs)
@@ -192,6 +192,25 @@ def on_insert(compiler: Any, run: Callable[[], Any]) -> Any:
         rows.append(row_conj_values(model, values))
     request(using, [TableChange(table=table, rows=rows, columns=frozenset(columns))])
     return result
+
+
+def _more_rows_than_read(result: Any, old: list[Any]) -> bool:
+    """Whether the statement touched rows the pre-read did not see.
+
+    At READ COMMITTED a row inserted (or changed to match) and committed between the pre-read
+    and the write is written too, and its values are unknown: the caller then invalidates the
+    whole table. The rowcount is an int (Django 5.2+) or on the returned cursor; when it cannot
+    be known, assume the worst.
+    """
+    if result is None:
+        return False  # nothing was executed (an empty WHERE)
+    if isinstance(result, int) and not isinstance(result, bool):
+        count = result
+    else:
+        count = getattr(result, "rowcount", -1)
+    if not isinstance(count, int) or count < 0:
+        return True
+    return count > len(old)
 
 
 def _plain_new_values(query: Any) -> dict[str, Any] | None:
@@ -250,7 +269,8 @@ def _write_with_old_values(
         limit = None if _force_granular.get() else settings.GRANULAR_WRITE_LIMIT
         old = _select_rows(model, query, using, needed[0], limit)
     result = run()
-    if needed is None or old is None:
+    read = needed is not None and bool(needed[0])
+    if needed is None or old is None or (read and _more_rows_than_read(result, old)):
         request(using, [TableChange(table=table, whole_table=True)])
         return result
     fields, columns = needed

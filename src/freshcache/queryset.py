@@ -195,7 +195,9 @@ def cached_execute_sql(
     ops = options.ops if options is not None else profile.ops
     if op not in ops:
         return execute(compiler, *args, **kwargs)
-    timeout = (options.timeout if options is not None else None) or profile.timeout
+    timeout = profile.timeout
+    if options is not None and options.timeout is not None:
+        timeout = options.timeout
     connection = compiler.connection
     if not timeout or tx.is_dirty(connection):
         return execute(compiler, *args, **kwargs)
@@ -208,9 +210,11 @@ def cached_execute_sql(
     except EmptyResultSet:
         return execute(compiler, *args, **kwargs)
     prefix = key_prefix(connection.alias, tuple(sorted(deps)))
-    key = query_key(
-        prefix, sql, params, None if profile.db_agnostic else connection.alias, result_type
-    )
+    # Rows are stored after trimming to col_count: two queries sharing SQL but not that
+    # shape must not share a key.
+    extra = getattr(compiler, "has_extra_select", False)
+    shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
+    key = query_key(prefix, sql, params, None if profile.db_agnostic else connection.alias, shape)
     if key is None:
         return execute(compiler, *args, **kwargs)
     plan = Plan.build(deps, prefix)

@@ -337,11 +337,18 @@ class Store:
             check[registry] = change
             handled[registry] = handled.get(registry, frozenset()) | schemes
         registries = list(check)
+        with self._lock:
+            missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
-            current = self.backend.delete_and_get(list(dict.fromkeys(delete)), registries)
+            current = self.backend.delete_and_get(
+                list(dict.fromkeys(delete + missed)), registries
+            )
         except BackendError as exc:
             self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
             return
+        if missed:
+            with self._lock:
+                self._missed.difference_update(missed)
         more: list[str] = []
         for registry, raw in zip(registries, current, strict=True):
             parsed = parse_registry(raw)

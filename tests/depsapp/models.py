@@ -1,4 +1,4 @@
-"""Models for the dependency-extraction tests: every relation shape ``dependencies.py`` must read."""
+"""Models for the dependency tests: every relation shape ``dependencies.py`` must read."""
 
 from __future__ import annotations
 
@@ -91,6 +91,12 @@ class Restaurant(Place):
 
     serves_pizza = models.BooleanField(default=False)
     chef = models.ForeignKey(Author, models.CASCADE, null=True, blank=True)
+
+
+class ProxyRestaurant(Restaurant):
+    class Meta:
+        proxy = True
+        ordering = ["name"]
 
 
 class LegacyItem(models.Model):
