@@ -122,3 +122,77 @@ def test_locmem_under_multiprocess_server_warns(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("WEB_CONCURRENCY", "1")
     with override_settings(FRESHCACHE_BACKEND="locmem"):
         assert "freshcache.W001" not in [m.id for m in check_settings()]
+
+
+@override_settings(FRESHCACHE={"testapp.Post": {"ops": "get", "timeout": 10}})
+def test_profile_keys_are_case_insensitive() -> None:
+    assert profile_for(Post) == Profile(ops=frozenset({"get"}), timeout=10)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"FRESHCACHE_CLUSTER": "redis://localhost:7000/0", "FRESHCACHE_BACKEND": None},
+        {"FRESHCACHE_BACKEND": "cluster"},
+    ],
+)
+def test_cluster_is_reported_as_unavailable(overrides: dict[str, object]) -> None:
+    from freshcache.backends import build_backend
+    from freshcache.exceptions import ImproperlyConfigured
+
+    with override_settings(**overrides):
+        assert "freshcache.E015" in [m.id for m in check_settings()]
+        with pytest.raises(ImproperlyConfigured, match="not available"):
+            build_backend()
+
+
+@pytest.mark.parametrize("url", ["valkey://localhost/0", "redis+sentinel://localhost/0"])
+def test_urls_redis_py_cannot_open_are_rejected(url: str) -> None:
+    assert "freshcache.E007" in ids(FRESHCACHE_REDIS=url)
+
+
+def test_locmem_under_multiprocess_server_logs_at_runtime(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from freshcache.backends import build_backend
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    with override_settings(FRESHCACHE_BACKEND="locmem"), caplog.at_level("WARNING"):
+        build_backend()
+    assert "in-process backend" in caplog.text
+
+
+class UpperCodec:
+    """A codec chosen by FRESHCACHE_SERIALIZER: wraps the default and marks its payloads."""
+
+    def dumps(self, obj: object) -> bytes:
+        from freshcache.serializers import dumps_rows
+
+        return b"UP" + dumps_rows(obj)
+
+    def loads(self, data: bytes) -> object:
+        from freshcache.serializers import loads_rows
+
+        assert data.startswith(b"UP")
+        return loads_rows(data[2:])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_serializer_setting_chooses_the_rows_codec() -> None:
+    from freshcache.backends import get_backend
+
+    Category.objects.create(title="x", slug="x")
+    with override_settings(FRESHCACHE_SERIALIZER="tests.test_conf.UpperCodec"):
+        assert [c.title for c in Category.objects.all()] == ["x"]
+        assert [c.title for c in Category.objects.all()] == ["x"]
+        backend = get_backend()
+        keys = [k for k in _all_keys(backend) if ":q:" in k]
+        assert keys and all(b"UP" in (backend.get_many([k])[0] or b"") for k in keys)
+
+
+def _all_keys(backend: object) -> list[str]:
+    from freshcache.backends.redis import RedisBackend
+
+    if isinstance(backend, RedisBackend):
+        return [k.decode() for k in backend.client.keys("*")]
+    return list(backend._data)  # type: ignore[attr-defined]

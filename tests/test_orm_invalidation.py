@@ -458,7 +458,9 @@ def test_tables_reached_indirectly_are_tracked(c1: Category, c2: Category, queri
                 )
             )
         ],
-        "select-related": lambda: [x.category.title for x in Post.objects.select_related("category")],
+        "select-related": lambda: [
+            x.category.title for x in Post.objects.select_related("category")
+        ],
         "prefetch": lambda: [
             [c.text for c in x.comments.all()] for x in Post.objects.prefetch_related("comments")
         ],
@@ -491,3 +493,55 @@ def test_tables_reached_indirectly_are_tracked(c1: Category, c2: Category, queri
             assert value == truth, f"{name} is stale after the write"
             if truth != before[name]:
                 assert q.count > 0
+
+
+def test_writes_while_disabled_are_invalidated_on_reenable(c1: Category, queries: Any) -> None:
+    p = Post.objects.create(title="a", category=c1)
+    cached(queries, lambda: titles(category=c1))
+    with override_settings(FRESHCACHE_ENABLED=False):
+        Post.objects.filter(pk=p.pk).update(title="b")
+        p.title = "c"
+        p.save()
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE testapp_post SET title = 'd'")
+    assert titles(category=c1) == ["d"]
+
+
+def test_invalidate_all_fires_the_signal(c1: Category) -> None:
+    seen: list[str] = []
+
+    def receiver(sender: Any, table: str, **kwargs: Any) -> None:
+        seen.append(table)
+
+    cache_invalidated.connect(receiver)
+    try:
+        invalidate_all()
+    finally:
+        cache_invalidated.disconnect(receiver)
+    assert seen == ["*"]
+
+
+def test_user_callbacks_never_leak_when_invalidation_fails(c1: Category) -> None:
+    """Without degrade, a failing backend raises at commit, after the user's callbacks ran."""
+    from django.db import transaction
+
+    from freshcache.exceptions import BackendError
+    from freshcache.store import store
+
+    ran: list[str] = []
+    real_invalidate = store.invalidate
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise BackendError("down")
+
+    store.invalidate = broken  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BackendError), transaction.atomic():
+            transaction.on_commit(lambda: ran.append("first"))
+            Post.objects.create(title="a", category=c1)
+    finally:
+        store.invalidate = real_invalidate  # type: ignore[method-assign]
+    assert ran == ["first"]
+    with transaction.atomic():
+        Post.objects.create(title="b", category=c1)
+    assert ran == ["first"], "the callback did not run a second time at the next commit"

@@ -18,8 +18,8 @@ from freshcache.conf import ALL_OPS, PROFILE_OPTIONS, settings
 
 __all__ = ["check_settings"]
 
-REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "valkey", "valkeys"}
-ENGINES = {"redis", "locmem", "cluster"}
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+ENGINES = {"redis", "locmem"}
 
 
 def _err(msg: str, hint: str, n: int) -> Error:
@@ -163,6 +163,13 @@ def _check_backend() -> Iterable[CheckMessage]:
                 f"Use one of {sorted(ENGINES)} or a dotted path to a Backend subclass.",
                 8,
             )
+    if settings.CLUSTER is not None or name == "cluster":
+        yield _err(
+            "Redis Cluster (FRESHCACHE_CLUSTER / FRESHCACHE_BACKEND='cluster') is not available "
+            "in this version of freshcache.",
+            "Use a single Redis with FRESHCACHE_REDIS, or Sentinel with FRESHCACHE_SENTINEL.",
+            15,
+        )
     client = settings.CLIENT_CLASS
     if isinstance(client, str):
         try:

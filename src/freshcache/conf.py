@@ -153,7 +153,7 @@ def profile_for(model: type[Model]) -> Profile | None:
     cached = settings._profiles.get(label, _NO_PROFILE)
     if cached is not _NO_PROFILE:
         return cached  # type: ignore[return-value]
-    profiles: dict[str, Any] = settings.PROFILES or {}
+    profiles = {str(k).lower(): v for k, v in (settings.PROFILES or {}).items()}
     profile: Profile | None = None
     for candidate in profile_candidates(label):
         if candidate in profiles:

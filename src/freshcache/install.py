@@ -121,8 +121,11 @@ def _set_autocommit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _commit_hooks(original: Callable[..., Any]) -> Callable[..., Any]:
     def run_and_clear_commit_hooks(self: BaseDatabaseWrapper) -> Any:
-        tx.run_commit_hooks_first(self)
-        return original(self)
+        error = tx.run_commit_hooks_first(self)
+        result = original(self)
+        if error is not None:
+            raise error
+        return result
 
     return run_and_clear_commit_hooks
 
@@ -141,7 +144,10 @@ def raw_write_wrapper(
         return result
     connection = context["connection"]
     tx.mark_dirty(connection)
-    if _orm_write.get() or not invalidation.active():
+    if _orm_write.get():
+        return result
+    if not invalidation.active():
+        invalidation.skipped(connection.alias, tables)
         return result
     if tables == rawsql.ALL:
         invalidation.request_all(connection.alias)

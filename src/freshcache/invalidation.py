@@ -78,6 +78,19 @@ def active() -> bool:
     return bool(settings.ENABLED) and not _suspended.get()
 
 
+def skipped(using: str, tables: Sequence[str]) -> None:
+    """A write happened while invalidation was off: under ``FRESHCACHE_ENABLED = False`` the
+    tables are remembered (no backend call) and invalidated before this process serves a cached
+    value again; under ``no_invalidation`` the caller has taken that on."""
+    if settings.ENABLED or _suspended.get():
+        return
+    prefix = key_prefix(using, tuple(tables))
+    if ALL_TABLES in tables:
+        store.remember([f"{prefix}g"])
+    else:
+        store.remember([f"{prefix}r:{table}" for table in tables])
+
+
 def deliver(changes: Sequence[Change]) -> None:
     """Apply changes to the store, grouped by prefix; fire ``cache_invalidated``."""
     by_prefix: dict[str, list[TableChange]] = {}
@@ -167,12 +180,13 @@ def _rows_by_pk(model: type[Model], using: str, fields: Sequence[Any], pks: list
 def on_insert(compiler: Any, run: Callable[[], Any]) -> Any:
     """After an INSERT: the new rows' values of every concrete column are known."""
     result = run()
-    if not active():
-        return result
     query = compiler.query
     model = query.model
     using = compiler.using
     table = model._meta.db_table
+    if not active():
+        skipped(using, [table])
+        return result
     if getattr(query, "on_conflict", None) is not None and getattr(query, "update_fields", None):
         request(using, [TableChange(table=table, whole_table=True)])
         return result
@@ -235,11 +249,13 @@ def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) 
     (``SELECT ... FOR UPDATE``); in autocommit mode, on a database that can lock rows, the read
     and the write are put in a transaction of their own so that the lock can be taken.
     """
-    if not active():
-        return run()
     query = compiler.query
     model = query.model
     using = compiler.using
+    if not active():
+        result = run()
+        skipped(using, [model._meta.db_table])
+        return result
     needed = _needed_fields(model, using)
     connection = connections[using]
     if (
@@ -339,10 +355,9 @@ def request_all(using: str) -> None:
 
 
 def invalidate_all(using: str | None = None) -> None:
-    """Invalidate everything freshcache stored under its prefix (never FLUSHDB)."""
-    if not settings.ENABLED:
-        return
-    store.invalidate_all(key_prefix(using or "default"))
+    """Invalidate everything freshcache stored under its prefix (never FLUSHDB): O(1)."""
+    if settings.ENABLED:
+        request_all(using or "default")
 
 
 class _ForceGranular:

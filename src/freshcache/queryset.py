@@ -11,6 +11,7 @@ context variable so that nested reads (prefetches inside an iteration) get their
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ from django.db.models.sql.constants import MULTI, SINGLE
 from freshcache import transaction as tx
 from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, profile_for, settings
 from freshcache.dependencies import query_dependencies
-from freshcache.exceptions import PayloadError, SerializationError, UncacheableQuery
-from freshcache.serializers import dumps_rows, loads_rows
+from freshcache.exceptions import SerializationError, UncacheableQuery
+from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
 from freshcache.store import Plan, store
+
+logger = logging.getLogger("freshcache")
 
 __all__ = ["CacheOptions", "cached_execute_sql", "current_op", "op_scope"]
 
@@ -221,9 +224,11 @@ def cached_execute_sql(
     probe = store.lookup(key, plan)
     if probe is not None and probe.data is not None:
         try:
-            rows = loads_rows(probe.data)
-        except PayloadError:
-            pass
+            rows = rows_codec().loads(probe.data)
+        except Exception as exc:  # a payload we cannot read is a miss, whatever the codec
+            logger.warning(
+                "freshcache: payload at %s rejected (%s), reading the database", key, exc
+            )
         else:
             cache_read.send(sender=model, func=None, hit=True)
             if result_type == MULTI:
@@ -240,9 +245,9 @@ def cached_execute_sql(
         else:
             payload = result
         try:
-            data = dumps_rows(payload)
-        except SerializationError:
-            pass
+            data = rows_codec().dumps(payload)
+        except SerializationError as exc:
+            logger.debug("freshcache: %s not cached: %s", key, exc)
         else:
             store.save(key, tokens, data, timeout, plan)
     cache_read.send(sender=model, func=None, hit=False)

@@ -90,6 +90,23 @@ class SignedPickle:
         return loads_signed(data)
 
 
+_codecs: dict[str, Serializer] = {}
+
+
+def rows_codec() -> Serializer:
+    """The codec for query rows: ``FRESHCACHE_SERIALIZER`` (a dotted path to a class with
+    ``dumps``/``loads``) or the built-in :class:`RowsCodec`. One instance per path."""
+    from django.utils.module_loading import import_string
+
+    from freshcache.conf import settings as fc_settings
+
+    path = fc_settings.SERIALIZER or "freshcache.serializers.RowsCodec"
+    codec = _codecs.get(path)
+    if codec is None:
+        codec = _codecs[path] = import_string(path)()
+    return codec
+
+
 # --- rows codec -------------------------------------------------------------------------------
 #
 # Wire format: b"r\x01" + one msgpack object. Tuples are msgpack arrays, so a row list decodes

@@ -340,9 +340,7 @@ class Store:
         with self._lock:
             missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
-            current = self.backend.delete_and_get(
-                list(dict.fromkeys(delete + missed)), registries
-            )
+            current = self.backend.delete_and_get(list(dict.fromkeys(delete + missed)), registries)
         except BackendError as exc:
             self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
             return
@@ -427,11 +425,18 @@ class Store:
             if parsed is not None:
                 self._schemes[registry] = parsed[1]
 
+    def remember(self, keys: Iterable[str]) -> None:
+        """Keys to delete before the next cached read (writes made while caching was off)."""
+        with self._lock:
+            self._missed.update(keys)
+
     def forget(self) -> None:
-        """Drop process-local knowledge (schemes, outage state); used when settings change."""
+        """Drop process-local knowledge of schemes and of an outage (settings changed).
+
+        Missed invalidations are kept: dropping them could serve stale data.
+        """
         self._schemes.clear()
         with self._lock:
-            self._missed.clear()
             self._down = False
 
 

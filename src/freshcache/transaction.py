@@ -159,15 +159,24 @@ def request(
         run(changes)
 
 
-def run_commit_hooks_first(connection: BaseDatabaseWrapper) -> None:
-    """Run our pending invalidations, merged into one batch, before the user's callbacks."""
+def run_commit_hooks_first(connection: BaseDatabaseWrapper) -> Exception | None:
+    """Run our pending invalidations, merged into one batch, before the user's callbacks.
+
+    An error is returned rather than raised, so that the caller still runs the user's callbacks
+    of this (committed) transaction before raising it: none may be left for the next commit.
+    """
     hooks = connection.run_on_commit
     ours = [entry[1] for entry in hooks if isinstance(entry[1], _Pending)]
     if not ours:
-        return
+        return None
     connection.run_on_commit = [entry for entry in hooks if not isinstance(entry[1], _Pending)]
     by_runner: dict[Callable[[Changes], None], list[Any]] = {}
     for pending in ours:
         by_runner.setdefault(pending.run, []).extend(pending.changes)
+    error: Exception | None = None
     for run, changes in by_runner.items():
-        run(changes)
+        try:
+            run(changes)
+        except Exception as exc:
+            error = error or exc
+    return error

@@ -8,6 +8,7 @@ nothing means the in-process ``locmem`` default.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from django.utils.module_loading import import_string
@@ -23,6 +24,7 @@ ENGINES = {
     "locmem": "freshcache.backends.locmem.LocMemBackend",
 }
 
+logger = logging.getLogger("freshcache")
 _backend: Backend | None = None
 _lock = threading.Lock()
 
@@ -41,15 +43,30 @@ def backend_name() -> str:
 
 def build_backend() -> Backend:
     name = backend_name()
+    if name == "cluster":
+        raise ImproperlyConfigured(
+            "the Redis Cluster engine is not available in this version of freshcache; "
+            "remove FRESHCACHE_CLUSTER and use FRESHCACHE_REDIS with FRESHCACHE_BACKEND='redis'"
+        )
     if name == "locmem":
         from freshcache.backends.locmem import LocMemBackend
+        from freshcache.checks import multiprocess_server
+
+        server = multiprocess_server()
+        if server:
+            # Workers of pre-forking servers do not run system checks: say it where it bites.
+            logger.warning(
+                "freshcache uses the in-process backend under %s: writes in one worker do not "
+                "invalidate the others; set FRESHCACHE_REDIS",
+                server,
+            )
 
         return LocMemBackend(max_entries=settings.LOCMEM_MAX_ENTRIES)
     path = ENGINES.get(name, name)
     if "." not in path:
         raise ImproperlyConfigured(
             f"FRESHCACHE_BACKEND={name!r} is not an engine; use one of "
-            f"{sorted([*ENGINES, 'cluster'])} or a dotted path to a Backend subclass"
+            f"{sorted(ENGINES)} or a dotted path to a Backend subclass"
         )
     try:
         cls = import_string(path)

@@ -83,6 +83,7 @@ class RedisBackend(Backend):
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
 
     @classmethod
     def from_settings(cls) -> RedisBackend:
@@ -101,9 +102,17 @@ class RedisBackend(Backend):
         pipe = self.client.pipeline(transaction=False)
         for key, value in mapping.items():
             pipe.set(key, value, ex=ttl)
-        for key in touch:
-            pipe.expire(key, ttl, gt=True)
-        pipe.execute()
+        if self._expire_gt:
+            # Redis < 7 has no GT; without it stamps are never extended, so one may expire
+            # before a value that uses it, which only costs a miss.
+            for key in touch:
+                pipe.expire(key, ttl, gt=True)
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:
+            if not self._expire_gt or "syntax" not in str(exc).lower():
+                raise
+            self._expire_gt = False
 
     @_errors
     def prepare(
