@@ -54,7 +54,7 @@ leg_python_version() {
     case "$1" in
         main | docs) echo "3.11" ;;
         dj42) echo "3.10" ;;
-        dj6) echo "3.12" ;;
+        dj6) echo "3.13" ;;
         *) die "unknown leg '$1'" ;;
     esac
 }

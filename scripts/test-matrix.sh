@@ -6,7 +6,7 @@
 # Legs (venvs are created/updated on demand by scripts/venv.sh):
 #     main   .venv       Python 3.11, Django 5.2.x   all four combinations
 #     dj42   .venv-dj42  Python 3.10, Django 4.2.x   EXTRA_COMBOS
-#     dj6    .venv-dj6   Python 3.12, Django 6.x     EXTRA_COMBOS
+#     dj6    .venv-dj6   Python 3.13, Django 6.x     EXTRA_COMBOS
 # Combinations: sqlite-locmem sqlite-redis postgres-locmem postgres-redis.
 #
 # Environment knobs (all optional; `make test VAR=...` passes them through):

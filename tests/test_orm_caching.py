@@ -276,3 +276,33 @@ def test_sql_compiled_once_on_a_miss(data: dict[str, Any], monkeypatch: pytest.M
     monkeypatch.setattr(klass, "as_sql", counting)
     list(Post.objects.filter(score=12345))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("damage", [lambda d: b"\x00garbage", lambda d: d[: len(d) // 2]])
+def test_damaged_rows_payload_is_a_logged_miss(
+    data: dict[str, Any], queries: Any, caplog: pytest.LogCaptureFixture, damage: Any
+) -> None:
+    """Valid stamps around rows that do not decode: the database answers, a warning is logged."""
+    import msgpack
+
+    from freshcache.backends import get_backend
+    from freshcache.backends.redis import RedisBackend
+
+    backend = get_backend()
+    if isinstance(backend, RedisBackend):
+        backend.client.flushdb()
+    else:
+        backend.clear()  # type: ignore[attr-defined]
+    expected = [p.title for p in Post.objects.filter(score=5)]
+    keys = (
+        [k.decode() for k in backend.client.keys("fc:q:*")]
+        if isinstance(backend, RedisBackend)
+        else [k for k in backend._data if k.startswith("fc:q:")]  # type: ignore[attr-defined]
+    )
+    assert len(keys) == 1
+    tokens, rows = msgpack.unpackb(backend.get_many(keys)[0])
+    backend.set_many({keys[0]: msgpack.packb([tokens, damage(rows)])}, 60)
+    with caplog.at_level("WARNING", logger="freshcache"), queries() as q:
+        assert [p.title for p in Post.objects.filter(score=5)] == expected
+    assert q.count == 1
+    assert "rejected" in caplog.text
