@@ -14,8 +14,8 @@ from redis.retry import Retry
 
 from freshcache.backends.base import Backend
 from freshcache.backends.redis import RedisBackend
-from freshcache.dependencies import stamp_key
 from freshcache.exceptions import BackendError
+from freshcache.stamps import stamp_key
 from freshcache.store import Plan, Store, TableChange
 
 P = "t:"

@@ -45,19 +45,16 @@ where-node class defined outside ``django`` (its SQL may read anything; ``.nocac
 ``Func``/``Aggregate`` or any expression given ``function=``/``template=`` (raw SQL by another
 name), ``select_for_update()`` (a locking read must reach the database), ``RawQuery`` and write
 queries (not reads).
-
-Stamp keys: ``{prefix}s:{table}`` for ``()``, else ``{prefix}s:{table}:{cols}:{digest}`` where the
-digest (BLAKE2b, 12 bytes) covers a type-tagged encoding of the values: no raw value in a key.
+Stamp values and keys are :mod:`freshcache.stamps`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-import hashlib
 import re
 import uuid
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 from django.core.exceptions import FieldError
@@ -75,50 +72,26 @@ from django.db.models.sql.subqueries import DeleteQuery, InsertQuery, UpdateQuer
 from django.db.models.sql.where import AND, NothingNode, WhereNode
 
 from freshcache.exceptions import UncacheableQuery
+from freshcache.stamps import UNKNOWN, Conj, column_value, field_info
 
 __all__ = [
-    "UNKNOWN",
-    "Conj",
     "Deps",
     "instance_dependencies",
     "merge",
     "model_dependencies",
-    "normalize",
     "query_dependencies",
-    "row_conj_values",
-    "row_stamp_keys",
-    "scheme",
-    "stamp_key",
 ]
 
-Conj = tuple[tuple[str, Hashable], ...]
 Deps = dict[str, frozenset[Conj]]
 Disjunct = dict[tuple[str, str], Hashable]  # (alias, column) -> value; None is IS NULL
 
 
-class _Unknown:
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN: Any = _Unknown()
 _ALL: frozenset[Conj] = frozenset({()})
 _EQ = (Exact, RelatedExact, getattr(lookups, "IntegerFieldExact", Exact))  # the last: Django 5+
 _IN = (In, RelatedIn)
 _ISNULL = (IsNull, RelatedIsNull)
 _ATOMS = frozenset(_EQ + _IN + _ISNULL)
 _EXACT_TEXT_VENDORS = frozenset({"sqlite", "postgresql"})
-_KINDS = {
-    **dict.fromkeys(
-        ["AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
-         "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
-         "PositiveSmallIntegerField"], int),
-    **dict.fromkeys(["BooleanField", "NullBooleanField"], bool),
-    **dict.fromkeys(["CharField", "TextField", "SlugField"], str),
-    "FloatField": float, "DecimalField": decimal.Decimal, "DateTimeField": dt.datetime,
-    "DateField": dt.date, "TimeField": dt.time, "UUIDField": uuid.UUID,
-}  # fmt: skip
-_PINNED = ("db_type", "rel_db_type", "db_parameters", "get_db_prep_value", "get_db_prep_save")
 _FORBIDDEN = {
     "django.db.models.expressions.RawSQL": "RawSQL is opaque SQL",
     "django.db.models.sql.where.ExtraWhere": "extra(where=...) is opaque SQL",
@@ -131,94 +104,10 @@ _FORBIDDEN = {
 }
 _SCALARS = frozenset({str, int, float, bool, bytes, decimal.Decimal, dt.datetime, dt.date,
                       dt.time, dt.timedelta, uuid.UUID, type(None)})  # fmt: skip
-_DECIMALS = decimal.Context(prec=60)
 _COLUMN_REF = re.compile(r'([`"]?)\w+\1\.([`"]?)\w+\2')
-_TAGS = {int: "i", float: "f", str: "s", decimal.Decimal: "d", dt.datetime: "D", dt.date: "a",
-         dt.time: "t", uuid.UUID: "u"}  # fmt: skip
-_CANONICAL = frozenset({type(None), bool, int, float, str, uuid.UUID, dt.date})
 _verdicts: dict[type, str | None] = {}
-_field_info: dict[int, tuple[Any, type | None, int | None]] = {}
-_local_fields: dict[Any, dict[str, Any]] = {}
 _join_links: dict[int, tuple[Any, list[tuple[str, str, bool]]]] = {}
 _exact_text: dict[str | None, bool] = {}  # database alias -> text equality is exact there
-
-
-def normalize(value: object) -> Hashable:
-    """Return the canonical form of a prepared db value, or ``UNKNOWN``.
-
-    >>> normalize(decimal.Decimal("1.50")) == normalize(decimal.Decimal("1.5"))
-    True
-    """
-    t = type(value)
-    if value is None or t is str or t is int or t is bool or t is uuid.UUID or t is dt.date:
-        return value
-    if t is float:
-        return UNKNOWN if value != value else value + 0.0  # type: ignore[operator]
-    if isinstance(value, dt.datetime):
-        if value.utcoffset() is None:
-            return value.replace(tzinfo=None) if value.tzinfo else value
-        return value.astimezone(dt.timezone.utc)
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return UNKNOWN
-        if value.is_zero():
-            return decimal.Decimal(0)
-        value = value.normalize(_DECIMALS)
-        return UNKNOWN if len(value.as_tuple().digits) > 15 else value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, dt.time):
-        return value if value.utcoffset() is None else UNKNOWN
-    if isinstance(value, dt.date):
-        return dt.date(value.year, value.month, value.day)
-    if isinstance(value, uuid.UUID):
-        return uuid.UUID(int=value.int)
-    return UNKNOWN
-
-
-def _info(field: Any) -> tuple[Any, type | None, int | None]:
-    """(field, python type of exactly-comparable values or None, decimal places), cached."""
-    hit = _field_info.get(id(field))
-    if hit is not None and hit[0] is field:
-        return hit
-    kind: type | None = None
-    places = None
-    target = field
-    try:
-        while target.is_relation:
-            target = target.target_field  # FK, O2O; multi-column relations raise FieldError
-        kind = _KINDS.get(target.get_internal_type())
-        for f in (field, target):
-            base = next(c for c in type(f).__mro__ if c.__module__.startswith("django.db.models."))
-            if getattr(f, "db_collation", None) or any(
-                getattr(type(f), m, None) is not getattr(base, m, None) for m in _PINNED
-            ):
-                kind = None
-        places = getattr(target, "decimal_places", None)
-    except (AttributeError, FieldError, StopIteration):
-        kind = None
-    hit = _field_info[id(field)] = (field, kind, places)
-    return hit
-
-
-def _column_value(field: Any, raw: object) -> Hashable:
-    """The stamp-key value of ``raw`` stored in ``field``'s column (read and write sides)."""
-    _, kind, places = _info(field)
-    try:
-        value = normalize(field.get_prep_value(raw))
-    except Exception:
-        return UNKNOWN
-    if value is None or value is UNKNOWN:
-        return value
-    if kind is not None and type(value) is not kind:
-        return UNKNOWN
-    if kind is decimal.Decimal and places is not None:
-        exponent = value.as_tuple().exponent  # type: ignore[attr-defined]
-        if isinstance(exponent, int) and exponent < -places:
-            return UNKNOWN
-    return value
 
 
 def _raw_select(item: tuple[str, Any]) -> bool:
@@ -246,8 +135,8 @@ def _links(join_field: Any) -> list[tuple[str, str, bool]]:
     if hit is None or hit[0] is not join_field:
         links = []
         for left, right in _pairs(join_field):
-            kind = _info(left)[1]
-            if kind is not None and kind is _info(right)[1]:
+            kind = field_info(left)[1]
+            if kind is not None and kind is field_info(right)[1]:
                 links.append((left.column, right.column, kind is str))
         hit = _join_links[id(join_field)] = (join_field, links)
     return hit[1]
@@ -483,7 +372,7 @@ class _Walker:
         _check(node)
         lhs, rhs = node.lhs, node.rhs
         if type(lhs) is Col and type(node) in _ATOMS and lhs.alias and lhs.target.column:
-            field, kind, _ = _info(lhs.target)
+            field, kind, _ = field_info(lhs.target)
             key = (lhs.alias, lhs.target.column)
             if kind is str and not self.text_exact:
                 kind = None
@@ -492,13 +381,13 @@ class _Walker:
             elif isinstance(node, _ISNULL):
                 return [{key: None}] if rhs is True else [{}]
             elif isinstance(node, _EQ) and not hasattr(rhs, "resolve_expression"):
-                value = _column_value(field, rhs)
+                value = column_value(field, rhs)
                 if value is not None and value is not UNKNOWN:
                     return [{key: value}]
             elif isinstance(node, _IN) and not hasattr(rhs, "resolve_expression"):
                 values: set[Hashable] = set()
                 for v in rhs:  # NULL never matches IN; an expression or odd value drops it all
-                    value = UNKNOWN if hasattr(v, "resolve_expression") else _column_value(field, v)
+                    value = UNKNOWN if hasattr(v, "resolve_expression") else column_value(field, v)
                     if value is UNKNOWN or len(values) >= self.max_in:
                         break
                     if value is not None:
@@ -676,7 +565,7 @@ def instance_dependencies(instance: Any) -> Deps:
         if model is not opts.model and values == [None]:  # unsaved child: the parent link
             values = [getattr(instance, opts.get_ancestor_link(model).attname)]
         conj = tuple(
-            sorted((f.column, _column_value(f, v)) for f, v in zip(fields, values, strict=True))
+            sorted((f.column, column_value(f, v)) for f, v in zip(fields, values, strict=True))
         )
         ok = conj and all(v is not None and v is not UNKNOWN for _, v in conj)
         deps[model._meta.db_table] = frozenset({conj}) if ok else _ALL
@@ -689,67 +578,3 @@ def merge(*deps: Deps) -> Deps:
         for table, conjs in d.items():
             out.setdefault(table, set()).update(conjs)
     return {t: _ALL if () in c else frozenset(c) for t, c in out.items()}
-
-
-def row_conj_values(model: Any, values: Mapping[str, object]) -> dict[str, Hashable]:
-    """Column -> stamp value for ``values`` (attname -> python value) of ``model``'s own table.
-
-    Values go through ``field.get_prep_value`` then :func:`normalize`, exactly as lookups do.
-    Keys that are not concrete fields of this table, and UNKNOWN values, are left out; for a
-    multi-table child call it once per parent model with that table's fields.
-    """
-    opts = model._meta.concrete_model._meta
-    fields = _local_fields.get(opts)
-    if fields is None:
-        fields = {f.attname: f for f in opts.local_concrete_fields}
-        fields.update((f.name, f) for f in opts.local_concrete_fields if not f.is_relation)
-        _local_fields[opts] = fields
-    out: dict[str, Hashable] = {}
-    for name, raw in values.items():
-        field = fields.get(name)
-        if field is not None:
-            value = _column_value(field, raw)
-            if value is not UNKNOWN:
-                out[field.column] = value
-    return out
-
-
-def _encode(value: Hashable) -> str:
-    v: Any = value if type(value) in _CANONICAL else normalize(value)
-    if v is None or v is True or v is False:
-        return str(v)[0]  # N, T, F
-    tag = _TAGS.get(type(v))
-    if tag is None:
-        raise ValueError(f"cannot build a stamp key from {value!r}")
-    if tag in "Dat":
-        return tag + v.isoformat()
-    return tag + (v.hex if tag == "u" else repr(v) if tag == "f" else str(v))
-
-
-def stamp_key(prefix: str, table: str, conj: Conj) -> str:
-    """``{prefix}s:{table}`` for ``()``, else ``{prefix}s:{table}:{cols}:{digest of values}``."""
-    if not conj:
-        return f"{prefix}s:{table}"
-    h = hashlib.blake2b(digest_size=12)
-    for _, value in conj:
-        part = _encode(value).encode("utf-8", "surrogatepass")
-        h.update(b"%d:" % len(part))
-        h.update(part)
-    return f"{prefix}s:{table}:{','.join(c for c, _ in conj)}:{h.hexdigest()}"
-
-
-def scheme(conj: Conj) -> tuple[str, ...]:
-    return tuple(column for column, _ in conj)
-
-
-def row_stamp_keys(
-    prefix: str, table: str, schemes: Iterable[tuple[str, ...]], row: Mapping[str, Hashable]
-) -> list[str]:
-    """The table-wide key, then the key of each scheme whose columns ``row`` all has."""
-    keys = [stamp_key(prefix, table, ())]
-    for columns in schemes:
-        if columns and all(c in row and row[c] is not UNKNOWN for c in columns):
-            key = stamp_key(prefix, table, tuple((c, row[c]) for c in sorted(columns)))
-            if key not in keys:
-                keys.append(key)
-    return keys

@@ -27,8 +27,8 @@ from django.db.models.sql.query import Query
 
 from freshcache import transaction as tx
 from freshcache.conf import key_prefix, settings
-from freshcache.dependencies import row_conj_values
 from freshcache.signals import cache_invalidated
+from freshcache.stamps import row_conj_values
 from freshcache.store import TableChange, store
 
 __all__ = [

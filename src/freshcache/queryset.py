@@ -205,7 +205,7 @@ def cached_execute_sql(
     if not timeout or tx.is_dirty(connection):
         return execute(compiler, *args, **kwargs)
     try:
-        deps = query_dependencies(query, max_in=settings.MAX_IN)
+        deps = query_dependencies(query, max_in=settings.MAX_IN, using=connection.alias)
     except UncacheableQuery:
         return execute(compiler, *args, **kwargs)
     try:

@@ -34,8 +34,9 @@ import msgpack
 from freshcache.backends import get_backend
 from freshcache.backends.base import Backend
 from freshcache.conf import on_reset, settings
-from freshcache.dependencies import Conj, Deps, row_stamp_keys, scheme, stamp_key
+from freshcache.dependencies import Deps
 from freshcache.exceptions import BackendError, PayloadError, SerializationError
+from freshcache.stamps import Conj, row_stamp_keys, scheme, stamp_key
 
 __all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
 

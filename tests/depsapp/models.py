@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -125,10 +126,15 @@ class Folder(models.Model):
     document = models.ForeignKey(Document, models.CASCADE)
 
 
-class Nocase(models.Model):
-    """A case-insensitive collation: ``name='abc'`` also matches ``'ABC'`` (sqlite NOCASE)."""
+# SQLite's NOCASE makes ``name='abc'`` match ``'ABC'``; PostgreSQL has no such built-in
+# collation, and any explicit collation must make the condition table-wide anyway.
+_COLLATION = "NOCASE" if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else "C"
 
-    name = models.CharField(max_length=50, db_collation="NOCASE")
+
+class Nocase(models.Model):
+    """A column with an explicit collation (case-insensitive on SQLite)."""
+
+    name = models.CharField(max_length=50, db_collation=_COLLATION)
     label = models.CharField(max_length=50, default="")
 
 
