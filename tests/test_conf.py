@@ -103,6 +103,9 @@ def test_valid_configuration_has_no_errors() -> None:
         ({"FRESHCACHE_CLIENT_CLASS": "no.such.Client"}, "freshcache.E012"),
         ({"FRESHCACHE_PREFIX": 42}, "freshcache.E013"),
         ({"FRESHCACHE_DEFAULTS": 3600}, "freshcache.E014"),
+        ({"FRESHCACHE_BACKEND": 5}, "freshcache.E008"),
+        ({"FRESHCACHE_SERIALIZER": "no.such.Codec"}, "freshcache.E016"),
+        ({"FRESHCACHE_SERIALIZER": "json.dumps"}, "freshcache.E016"),
     ],
 )
 def test_every_settings_error_has_its_id(overrides: dict[str, object], check_id: str) -> None:
@@ -196,3 +199,13 @@ def _all_keys(backend: object) -> list[str]:
     if isinstance(backend, RedisBackend):
         return [k.decode() for k in backend.client.keys("*")]
     return list(backend._data)  # type: ignore[attr-defined]
+
+
+def test_profile_key_case_does_not_trip_the_model_check() -> None:
+    assert ids(FRESHCACHE={"TestApp.Post": {"timeout": 1}, "Auth.User": {"timeout": 1}}) == []
+
+
+@pytest.mark.parametrize(("timeout", "error"), [(-5, ValueError), ("60", TypeError)])
+def test_cache_timeout_is_validated(timeout: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="timeout"):
+        Post.objects.cache(timeout=timeout)  # type: ignore[attr-defined]

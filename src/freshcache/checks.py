@@ -79,7 +79,7 @@ def _check_profile(name: str, profile: Any) -> Iterable[CheckMessage]:
             )
     if name == "*.*":
         return
-    app_label, _, model_name = name.partition(".")
+    app_label, _, model_name = name.lower().partition(".")
     if not model_name:
         yield _err(
             f"FRESHCACHE key {name!r} is not 'app_label.model', 'app_label.*' or '*.*'.",
@@ -154,7 +154,13 @@ def _check_backend() -> Iterable[CheckMessage]:
     from django.utils.module_loading import import_string
 
     name = settings.BACKEND
-    if name is not None and name not in ENGINES:
+    if name is not None and not isinstance(name, str):
+        yield _err(
+            f"FRESHCACHE_BACKEND must be a string, not {type(name).__name__}.",
+            f"Use one of {sorted(ENGINES)} or a dotted path to a Backend subclass.",
+            8,
+        )
+    elif name is not None and name not in ENGINES:
         try:
             import_string(name)
         except ImportError:
@@ -179,6 +185,19 @@ def _check_backend() -> Iterable[CheckMessage]:
                 f"FRESHCACHE_CLIENT_CLASS {client!r} cannot be imported.",
                 "Give the dotted path of a redis.Redis subclass, e.g. 'myproject.redis.Client'.",
                 12,
+            )
+    serializer = settings.SERIALIZER
+    if serializer is not None:
+        try:
+            codec = import_string(serializer) if isinstance(serializer, str) else None
+        except ImportError:
+            codec = None
+        if not (isinstance(codec, type) and callable(getattr(codec, "loads", None))):
+            yield _err(
+                f"FRESHCACHE_SERIALIZER {serializer!r} is not an importable class with "
+                "dumps() and loads().",
+                "Give a dotted path, e.g. 'freshcache.serializers.RowsCodec', or remove it.",
+                16,
             )
     prefix = settings.PREFIX
     if not (isinstance(prefix, str) or callable(prefix)):

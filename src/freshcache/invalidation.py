@@ -96,11 +96,17 @@ def deliver(changes: Sequence[Change]) -> None:
     by_prefix: dict[str, list[TableChange]] = {}
     for prefix, change in changes:
         by_prefix.setdefault(prefix, []).append(change)
+    error: Exception | None = None
     for prefix, table_changes in by_prefix.items():
-        if any(c.table == ALL_TABLES for c in table_changes):
-            store.invalidate_all(prefix)
-        else:
-            store.invalidate(table_changes, prefix)
+        try:
+            if any(c.table == ALL_TABLES for c in table_changes):
+                store.invalidate_all(prefix)
+            else:
+                store.invalidate(table_changes, prefix)
+        except Exception as exc:  # the other prefixes still get theirs
+            error = error or exc
+    if error is not None:
+        raise error
     if cache_invalidated.receivers:
         for _, change in changes:
             cache_invalidated.send(
@@ -317,9 +323,10 @@ def _family_tables(model: type[Model]) -> list[str]:
 
 def invalidate_obj(obj: Model, using: str | None = None) -> None:
     """Invalidate everything that may have read this object's row, as its attributes say."""
-    if not settings.ENABLED:
-        return
     using = using or obj._state.db or "default"
+    if not settings.ENABLED:
+        skipped(using, _family_tables(type(obj)))
+        return
     concrete = type(obj)._meta.concrete_model
     changes: list[TableChange] = []
     for model in [concrete, *concrete._meta.get_parent_list()]:
@@ -337,9 +344,10 @@ def invalidate_obj(obj: Model, using: str | None = None) -> None:
 
 def invalidate_model(model: type[Model], using: str | None = None) -> None:
     """Invalidate every cached read of the model's tables: O(1), whatever is cached."""
-    if not settings.ENABLED:
-        return
     tables = _family_tables(model)
+    if not settings.ENABLED:
+        skipped(using or "default", tables)
+        return
     changes = [TableChange(table=t, whole_table=True) for t in tables]
     request(using or "default", changes)
 
@@ -347,6 +355,8 @@ def invalidate_model(model: type[Model], using: str | None = None) -> None:
 def invalidate_tables(tables: Iterable[str], using: str = "default") -> None:
     if settings.ENABLED:
         request(using, [TableChange(table=t, whole_table=True) for t in tables])
+    else:
+        skipped(using, list(tables))
 
 
 def request_all(using: str) -> None:
@@ -358,6 +368,8 @@ def invalidate_all(using: str | None = None) -> None:
     """Invalidate everything freshcache stored under its prefix (never FLUSHDB): O(1)."""
     if settings.ENABLED:
         request_all(using or "default")
+    else:
+        skipped(using or "default", [ALL_TABLES])
 
 
 class _ForceGranular:

@@ -128,6 +128,10 @@ def cache(
     The options live on the query, so ``Article.objects.cache().filter(tag=2)`` stays lazy,
     chainable and cached.
     """
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
+        raise TypeError(f".cache(timeout=...) takes seconds as an int, not {timeout!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f".cache(timeout={timeout}) must be 0 (not cached) or more seconds")
     clone = self._chain()
     chosen = ALL_OPS if ops is None else normalize_ops(ops)
     setattr(clone.query, _OPTIONS_ATTR, CacheOptions(ops=chosen, timeout=timeout, lock=lock))
@@ -248,6 +252,8 @@ def cached_execute_sql(
             data = rows_codec().dumps(payload)
         except SerializationError as exc:
             logger.debug("freshcache: %s not cached: %s", key, exc)
+        except Exception as exc:  # a custom codec's bug must not break the read
+            logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
         else:
             store.save(key, tokens, data, timeout, plan)
     cache_read.send(sender=model, func=None, hit=False)

@@ -55,10 +55,10 @@ __all__ = [
 class Serializer(Protocol):
     """What ``FRESHCACHE_SERIALIZER`` names by dotted path.
 
-    ``loads`` must raise :class:`~freshcache.exceptions.PayloadError` (and nothing else) for
-    bytes it did not write, because the cache turns exactly that into a miss; ``dumps`` raises
-    :class:`~freshcache.exceptions.SerializationError` for values it cannot store, which the
-    cache turns into "not cached".
+    ``loads`` should raise :class:`~freshcache.exceptions.PayloadError` for bytes it did not
+    write, and ``dumps`` :class:`~freshcache.exceptions.SerializationError` for values it cannot
+    store; the cache turns those into a miss and "not cached". Any other exception is treated
+    the same way but logged as a warning, since it is a bug in the codec.
     """
 
     def dumps(self, obj: object) -> bytes: ...

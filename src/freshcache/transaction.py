@@ -81,8 +81,14 @@ def end_transaction(connection: BaseDatabaseWrapper, committed: bool) -> None:
     pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
     connection._freshcache_manual = []
     if committed:
+        error: Exception | None = None
         for func in pending:
-            func()
+            try:
+                func()
+            except Exception as exc:  # deliver the rest; each failure is remembered by the store
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 def _isolation_allows_store(connection: BaseDatabaseWrapper) -> bool:

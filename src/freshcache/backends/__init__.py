@@ -1,9 +1,9 @@
 """Backend selection: one backend per process, built on first use and dropped on settings change.
 
-``FRESHCACHE_BACKEND`` names an engine (``'redis'``, ``'cluster'``, ``'locmem'``) or a dotted
-path to a :class:`Backend` subclass with a ``from_settings()`` classmethod; without it the engine
-is inferred: a cluster setting means ``cluster``, a Redis or Sentinel setting means ``redis``, and
-nothing means the in-process ``locmem`` default.
+``FRESHCACHE_BACKEND`` names an engine (``'redis'``, ``'locmem'``) or a dotted path to a
+:class:`Backend` subclass with a ``from_settings()`` classmethod; without it the engine is
+inferred: a Redis or Sentinel setting means ``redis``, and nothing means the in-process
+``locmem`` default. (A Redis Cluster engine is planned; asking for it is a clear error.)
 """
 
 from __future__ import annotations

@@ -110,7 +110,9 @@ class RedisBackend(Backend):
         try:
             pipe.execute()
         except redis.ResponseError as exc:
-            if not self._expire_gt or "syntax" not in str(exc).lower():
+            message = str(exc).lower()
+            refused = "syntax" in message or "wrong number of arguments" in message
+            if not self._expire_gt or not refused:
                 raise
             self._expire_gt = False
 
