@@ -6,28 +6,43 @@ unchanged; writes delete the stamps they match. See docs/how-it-works.md.
 
 from __future__ import annotations
 
+from freshcache.decorators import cached_as, cached_view_as
 from freshcache.exceptions import (
     BackendError,
     FreshcacheError,
     ImproperlyConfigured,
     UncacheableQuery,
 )
+from freshcache.fragments import invalidate_fragment
 from freshcache.invalidation import (
     invalidate_all,
     invalidate_model,
     invalidate_obj,
     no_invalidation,
 )
+from freshcache.simple import CacheMiss, FileCache, cache, file_cache
 
 __version__ = "0.1.0.dev0"
 
+cached = cache.cached
+cached_view = cache.cached_view
+
 __all__ = [
     "BackendError",
+    "CacheMiss",
+    "FileCache",
     "FreshcacheError",
     "ImproperlyConfigured",
     "UncacheableQuery",
     "__version__",
+    "cache",
+    "cached",
+    "cached_as",
+    "cached_view",
+    "cached_view_as",
+    "file_cache",
     "invalidate_all",
+    "invalidate_fragment",
     "invalidate_model",
     "invalidate_obj",
     "no_invalidation",

@@ -29,7 +29,7 @@ from django.db.models.manager import BaseManager
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI
 
-from freshcache import invalidation, queryset, rawsql
+from freshcache import capture, invalidation, queryset, rawsql
 from freshcache import transaction as tx
 
 __all__ = ["install", "installed", "uninstall"]
@@ -134,6 +134,8 @@ def raw_write_wrapper(
     execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
     """Execute wrapper: writes that bypass the ORM invalidate the tables they name."""
+    if capture.active() and not capture.orm_read.get() and not _orm_write.get():
+        capture.poison("SQL run outside the ORM's read path")
     result = execute(sql, params, many, context)
     if not isinstance(sql, str):
         sql = str(sql)

@@ -24,6 +24,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db.models import QuerySet
 from django.db.models.sql.constants import MULTI, SINGLE
 
+from freshcache import capture
 from freshcache import transaction as tx
 from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, profile_for, settings
 from freshcache.dependencies import query_dependencies
@@ -179,6 +180,31 @@ def _memoize_sql(compiler: Any) -> tuple[str, Any]:
     return sql, params
 
 
+def _cache_timeout(compiler: Any, result_type: str, chunked_fetch: bool) -> int | None:
+    """The timeout this read is cached for, or None when it must not use the cache."""
+    scope = _current.get()
+    if scope is None or chunked_fetch or result_type not in (MULTI, SINGLE):
+        return None
+    op, options = scope
+    query = compiler.query
+    if query.model is None or query.select_for_update:
+        return None
+    profile = profile_for(query.model)
+    if profile is None:
+        return None
+    ops = options.ops if options is not None else profile.ops
+    if op not in ops:
+        return None
+    timeout = profile.timeout
+    if options is not None and options.timeout is not None:
+        timeout = options.timeout
+    return timeout or None
+
+
+#: Stamps read only for a capture live at least this long (a stored value extends them).
+_CAPTURE_STAMP_TTL = 60 * 60
+
+
 def cached_execute_sql(
     execute: Callable[..., Any],
     compiler: Any,
@@ -187,44 +213,63 @@ def cached_execute_sql(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """Serve ``compiler.execute_sql`` from the cache when the read may be cached."""
-    scope = _current.get()
-    if scope is None or chunked_fetch or result_type not in (MULTI, SINGLE) or not settings.ENABLED:
+    """Serve ``compiler.execute_sql`` from the cache when the read may be cached, and record
+    what it reads for any active capture (``@cached_as()`` with no samples)."""
+    if not settings.ENABLED:
         return execute(compiler, *args, **kwargs)
-    op, options = scope
+    captures = capture.active()
+    timeout = _cache_timeout(compiler, result_type, chunked_fetch)
+    if timeout is None and not captures:
+        return execute(compiler, *args, **kwargs)
+    if not captures:
+        return _read(execute, compiler, result_type, args, kwargs, timeout, captures)
+    token = capture.orm_read.set(True)
+    try:
+        return _read(execute, compiler, result_type, args, kwargs, timeout, captures)
+    finally:
+        capture.orm_read.reset(token)
+
+
+def _read(
+    execute: Callable[..., Any],
+    compiler: Any,
+    result_type: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: int | None,
+    captures: tuple[capture.Capture, ...],
+) -> Any:
     query = compiler.query
-    model = query.model
-    if model is None or query.select_for_update:
-        return execute(compiler, *args, **kwargs)
-    profile = profile_for(model)
-    if profile is None:
-        return execute(compiler, *args, **kwargs)
-    ops = options.ops if options is not None else profile.ops
-    if op not in ops:
-        return execute(compiler, *args, **kwargs)
-    timeout = profile.timeout
-    if options is not None and options.timeout is not None:
-        timeout = options.timeout
     connection = compiler.connection
-    if not timeout or tx.is_dirty(connection):
+    if tx.is_dirty(connection):
+        capture.poison("a read on a connection with uncommitted writes")
         return execute(compiler, *args, **kwargs)
     try:
         deps = query_dependencies(query, max_in=settings.MAX_IN, using=connection.alias)
-    except UncacheableQuery:
+    except UncacheableQuery as exc:
+        capture.poison(str(exc))
         return execute(compiler, *args, **kwargs)
     try:
         sql, params = _memoize_sql(compiler)
     except EmptyResultSet:
-        return execute(compiler, *args, **kwargs)
+        return execute(compiler, *args, **kwargs)  # reads nothing, depends on nothing
     prefix = key_prefix(connection.alias, tuple(sorted(deps)))
-    # Rows are stored after trimming to col_count: two queries sharing SQL but not that
-    # shape must not share a key.
-    extra = getattr(compiler, "has_extra_select", False)
-    shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
-    key = query_key(prefix, sql, params, None if profile.db_agnostic else connection.alias, shape)
-    if key is None:
-        return execute(compiler, *args, **kwargs)
     plan = Plan.build(deps, prefix)
+    key = None
+    if timeout is not None:
+        profile = profile_for(query.model)
+        db = None if profile is None or profile.db_agnostic else connection.alias
+        # Rows are stored after trimming to col_count: two queries sharing SQL but not that
+        # shape must not share a key.
+        extra = getattr(compiler, "has_extra_select", False)
+        shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
+        key = query_key(prefix, sql, params, db, shape)
+    if key is None or timeout is None:
+        # Not cached itself; a capture still needs the stamps, read before the database.
+        tokens = store.read_stamps(plan, _CAPTURE_STAMP_TTL) if tx.can_store(connection) else None
+        _record(plan, tokens)
+        return execute(compiler, *args, **kwargs)
+    model = query.model
     probe = store.lookup(key, plan)
     if probe is not None and probe.data is not None:
         try:
@@ -234,13 +279,15 @@ def cached_execute_sql(
                 "freshcache: payload at %s rejected (%s), reading the database", key, exc
             )
         else:
+            if captures:
+                _record(plan, store.tokens_of(probe))
             cache_read.send(sender=model, func=None, hit=True)
-            if result_type == MULTI:
-                return [rows]
-            return rows
+            return [rows] if result_type == MULTI else rows
     tokens = None
     if probe is not None and tx.can_store(connection):
         tokens = store.prepare(probe, timeout)
+    if captures:
+        _record(plan, tokens)
     result = execute(compiler, *args, **kwargs)
     if tokens is not None:
         if result_type == MULTI:
@@ -258,3 +305,10 @@ def cached_execute_sql(
             store.save(key, tokens, data, timeout, plan)
     cache_read.send(sender=model, func=None, hit=False)
     return result
+
+
+def _record(plan: Plan, tokens: list[bytes] | None) -> None:
+    if tokens is None:
+        capture.poison("the stamps of a read could not be read")
+    else:
+        capture.record(plan.keys, tokens)

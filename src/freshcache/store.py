@@ -295,6 +295,76 @@ class Store:
                 self.save(key, tokens, data, ttl, plan)
         return value, False
 
+    def read_stamps(self, plan: Plan, ttl: int) -> list[bytes] | None:
+        """Ensure and read a plan's stamps without a value (a read recorded by a capture)."""
+        if (self._missed or self._down) and not self._recover():
+            return None
+        try:
+            current = self.backend.get_many(plan.keys)
+        except BackendError as exc:
+            self._failed(exc)
+            return None
+        probe = Probe(key="", plan=plan, current=current)
+        self._remember_schemes(plan, current)
+        return self.prepare(probe, ttl)
+
+    def tokens_of(self, probe: Probe) -> list[bytes] | None:
+        """The tokens a probe saw (those a hit was validated against)."""
+        return self._tokens(probe.plan, probe.current)
+
+    # -- values with dependencies known only after computing ---------------------------------
+
+    def lookup_dynamic(self, key: str) -> tuple[bytes, list[str], list[bytes]] | None:
+        """A value stored with its own list of keys: two round trips (value, then its stamps).
+
+        Returns the data with the keys and tokens it was validated against (an enclosing
+        capture depends on them too), or None.
+        """
+        if (self._missed or self._down) and not self._recover():
+            return None
+        try:
+            (raw,) = self.backend.get_many((key,))
+            if raw is None:
+                return None
+            keys, tokens, data = msgpack.unpackb(raw, use_list=True)
+            current = self.backend.get_many(keys) if keys else []
+        except BackendError as exc:
+            self._failed(exc)
+            return None
+        except Exception:
+            logger.warning("freshcache: undecodable payload at %s treated as a miss", key)
+            return None
+        if len(current) != len(tokens) or not keys:
+            return None
+        for value, token in zip(current, tokens, strict=True):
+            if value is None:
+                return None
+            if value.startswith(b"@"):  # a registry: its epoch is the token
+                value = value.split(_SCHEME_SEP, 1)[0]
+            if value != token:
+                return None
+        return data, keys, tokens
+
+    def save_dynamic(
+        self, key: str, keys: Sequence[str], tokens: Sequence[bytes], data: bytes, ttl: int
+    ) -> bool:
+        payload = msgpack.packb([list(keys), list(tokens), data], use_bin_type=True)
+        if len(payload) > settings.MAX_VALUE_SIZE:
+            logger.debug("freshcache: %s not cached, %d bytes is over the limit", key, len(payload))
+            return False
+        try:
+            self.backend.set_many({key: payload}, ttl, touch=keys)
+        except BackendError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def delete(self, keys: Sequence[str]) -> None:
+        try:
+            self.backend.delete_many(keys)
+        except BackendError as exc:
+            self._failed(exc)
+
     # -- write path -------------------------------------------------------------------------------
 
     def known_schemes(self, prefix: str, table: str) -> frozenset[str] | None:

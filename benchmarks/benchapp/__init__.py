@@ -1,0 +1,1 @@
+"""The models every library is benchmarked on: the same tables, data and queries for all."""

@@ -1,0 +1,139 @@
+"""What is benchmarked and how hard: the libraries and the knobs, shared by driver and workers.
+
+Standard library only: the driver imports it from its own venv, each worker from its library's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LIBRARIES", "REPO_ROOT", "STATE_REDIS_DB", "Config", "Library", "MixedConfig"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The Redis database the mixed workload keeps its bookkeeping in (versions, locks).
+STATE_REDIS_DB = 15
+
+
+@dataclass(frozen=True)
+class Library:
+    """One contender: where it is installed, how it is configured, which Redis db it owns."""
+
+    id: str
+    label: str
+    venv: str
+    settings: str
+    #: The distribution whose version the report names (None: plain Django).
+    dist: str | None
+    #: pip requirements of its venv besides Django (the driver's venv is made by bench.sh).
+    requirements: tuple[str, ...] = ()
+    redis_db: int | None = None
+    #: False for in-process caches: several processes would each have their own cache.
+    shared: bool = True
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.redis_db is not None
+
+
+_COMMON = ("psycopg[binary]>=3.1", "hiredis>=2.0")
+
+LIBRARIES: tuple[Library, ...] = (
+    Library("none", "no cache", ".venv-bench", "benchmarks.settings.none", None),
+    Library(
+        "cacheops",
+        "cacheops",
+        ".venv-bench-cacheops",
+        "benchmarks.settings.cacheops",
+        "django-cacheops",
+        ("django-cacheops", *_COMMON),
+        redis_db=1,
+    ),
+    Library(
+        "cachalot",
+        "cachalot",
+        ".venv-bench-cachalot",
+        "benchmarks.settings.cachalot",
+        "django-cachalot",
+        ("django-cachalot", "redis>=4.0", *_COMMON),
+        redis_db=2,
+    ),
+    Library(
+        "freshcache",
+        "freshcache (Redis)",
+        ".venv-bench",
+        "benchmarks.settings.freshcache_redis",
+        "django-freshcache",
+        redis_db=3,
+    ),
+    Library(
+        "freshcache-locmem",
+        "freshcache (in-process)",
+        ".venv-bench",
+        "benchmarks.settings.freshcache_locmem",
+        "django-freshcache",
+        shared=False,
+    ),
+)
+
+
+@dataclass
+class MixedConfig:
+    workers: list[int] = field(default_factory=lambda: [1, 2, 4])
+    write_ratios: list[float] = field(default_factory=lambda: [0.01, 0.10, 0.50])
+    #: Seconds per cell, of which ``warmup`` is not measured (stale reads are counted throughout).
+    duration: float = 8.0
+    warmup: float = 1.0
+    zipf_s: float = 1.1
+    #: Share of reads verified against the database, with the cache bypassed.
+    check_rate: float = 0.25
+    #: The cell whose Redis memory is reported, and rerun ``long_factor`` times longer with LONG=1.
+    memory_cell: tuple[int, float] = (2, 0.10)
+    long: bool = False
+    long_factor: int = 10
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    rows: int = 10_000
+    categories: int = 50
+    iterations: int = 2000
+    warmup: int = 200
+    invalidate_keys: int = 10_000
+    invalidate_repeats: int = 2
+    mixed: MixedConfig = field(default_factory=MixedConfig)
+
+    @classmethod
+    def make(cls, *, quick: bool = False, long: bool = False) -> Config:
+        if not quick:
+            return cls(mixed=MixedConfig(long=long))
+        return cls(
+            quick=True,
+            iterations=300,
+            warmup=100,
+            invalidate_keys=2000,
+            invalidate_repeats=1,
+            mixed=MixedConfig(duration=2.5, warmup=0.5, long=long),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        raw: dict[str, Any] = json.loads(text)
+        mixed = raw.pop("mixed")
+        mixed["memory_cell"] = tuple(mixed["memory_cell"])
+        return cls(**raw, mixed=MixedConfig(**mixed))
+
+
+def library(lib_id: str) -> Library:
+    for lib in LIBRARIES:
+        if lib.id == lib_id:
+            return lib
+    raise KeyError(f"unknown library {lib_id!r}; known: {[lib.id for lib in LIBRARIES]}")

@@ -1,0 +1,581 @@
+"""Turn a run's results into ``docs/benchmarks.md`` and two plots in ``docs/img/``.
+
+Runs in the driver's venv: standard library and matplotlib only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import REPO_ROOT
+
+__all__ = ["markdown", "write"]
+
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
+IMG = REPO_ROOT / "docs" / "img"
+LATENCY_PNG = "bench-latency.png"
+THROUGHPUT_PNG = "bench-throughput.png"
+
+HIT_OPS = [
+    ("get_pk", "get(pk=)"),
+    ("get_slug", "get(slug=)"),
+    ("fetch_1", "fetch 1 row"),
+    ("fetch_20", "fetch 20 rows"),
+    ("fetch_200", "fetch 200 rows"),
+    ("count", "count()"),
+    ("exists", "exists()"),
+    ("aggregate", "aggregate()"),
+    ("select_related", "select_related, 20 rows"),
+]
+OTHER_OPS = [
+    ("miss_get_pk", "get(pk=) miss, cold"),
+    ("miss_fetch_20", "fetch 20 rows miss, cold"),
+    ("miss_after_write", "get(pk=) miss after a write"),
+    ("save", "save() with invalidation"),
+    ("invalidate_model", "invalidate_model"),
+    ("cache_key", "cache key alone"),
+]
+FC = "freshcache"
+FC_LOCAL = "freshcache-locmem"
+PEERS = ("none", "cacheops", "cachalot")
+#: Issue #7's latency target that this suite can check directly.
+TARGET_GET_RATIO = 0.6
+
+
+# -- formatting -----------------------------------------------------------------------------------
+
+
+def us(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    if value >= 10_000:
+        return f"{value / 1000:.1f} ms"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return "n/a"
+    r = a / b
+    return f"{r:.2f}×" if r < 10 else f"{r:.0f}×"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mib(n: int | None) -> str:
+    return "–" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+# -- access ---------------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, run: dict[str, Any]) -> None:
+        self.raw = run
+        self.libs: list[dict[str, Any]] = run["libraries"]
+        self.ids = [lib["id"] for lib in self.libs]
+        self.labels = {lib["id"]: lib["label"] for lib in self.libs}
+        self.results: dict[str, Any] = run["results"]
+
+    def op(self, lib: str, name: str) -> dict[str, Any] | None:
+        micro = self.results.get(lib, {}).get("micro") or {}
+        return micro.get("ops", {}).get(name)
+
+    def median(self, lib: str, name: str) -> float | None:
+        entry = self.op(lib, name)
+        return entry["summary"]["median_us"] if entry and entry.get("summary") else None
+
+    def floor(self, lib: str, name: str) -> dict[str, Any] | None:
+        micro = self.results.get(lib, {}).get("micro") or {}
+        return micro.get("floor", {}).get(name)
+
+    def floor_median(self, lib: str, name: str) -> float | None:
+        entry = self.floor(lib, name)
+        return entry["summary"]["median_us"] if entry else None
+
+    def cells(self, lib: str) -> list[dict[str, Any]]:
+        mixed = self.results.get(lib, {}).get("mixed") or {}
+        return mixed.get("cells", [])
+
+    def cell(self, lib: str, workers: int, write_ratio: float) -> dict[str, Any] | None:
+        for cell in self.cells(lib):
+            if cell["workers"] == workers and abs(cell["write_ratio"] - write_ratio) < 1e-9:
+                return cell
+        return None
+
+    def version(self, lib: str, key: str) -> str:
+        return str(self.results.get(lib, {}).get("versions", {}).get(key) or "?")
+
+
+def cell_text(entry: dict[str, Any] | None) -> str:
+    if not entry or not entry.get("summary"):
+        return "n/a"
+    s = entry["summary"]
+    text = f"{us(s['median_us'])} / {us(s['p99_us'])}"
+    if entry.get("queries_on_hit"):
+        text += " †"
+    return text
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def section_machine(r: Run) -> str:
+    m = r.raw["machine"]
+    any_lib = r.ids[0]
+    versions = [
+        ("machine", f"{m['nproc']} cores, {m['cpu']}, {m['memory']} RAM, {m['os']}"),
+        ("Python", r.version(any_lib, "python")),
+        ("Django", r.version(any_lib, "django")),
+        ("PostgreSQL", r.version(any_lib, "postgresql")),
+        ("Redis", r.version(any_lib, "redis_server")),
+        ("redis-py / hiredis / psycopg", " / ".join(
+            r.version(any_lib, k) for k in ("redis_py", "hiredis", "psycopg"))),
+    ]
+    for lib in r.ids:
+        dist = next(x["dist"] for x in r.libs if x["id"] == lib)
+        if dist and lib != FC_LOCAL:
+            commit = f" (commit {m['commit']})" if lib == FC else ""
+            versions.append((dist, r.version(lib, "library") + commit))
+    versions += [
+        ("command", f"`{r.raw['command']}`"),
+        ("date, duration", f"{m['date']}, {r.raw['seconds'] / 60:.1f} minutes"),
+    ]
+    return table(["", ""], [[k, v] for k, v in versions])
+
+
+def section_hits(r: Run) -> str:
+    header = ["operation", *(r.labels[i] for i in r.ids)]
+    has_floor = FC in r.ids
+    if has_floor:
+        header.append("floor: MGET + msgpack")
+    rows = []
+    for name, label in HIT_OPS:
+        row = [label, *(cell_text(r.op(i, name)) for i in r.ids)]
+        if has_floor:
+            row.append(cell_text(r.floor(FC, name)))
+        rows.append(row)
+    return table(header, rows)
+
+
+def section_ratios(r: Run) -> str:
+    columns: list[tuple[str, str, str]] = []  # (header, numerator lib, denominator lib or floor)
+    for ours in (FC, FC_LOCAL):
+        if ours not in r.ids:
+            continue
+        for peer in (*PEERS, "floor"):
+            if peer == "floor" and ours != FC:
+                continue
+            if peer != "floor" and peer not in r.ids:
+                continue
+            name = "floor" if peer == "floor" else r.labels[peer]
+            columns.append((f"{r.labels[ours]} ÷ {name}", ours, peer))
+    rows = []
+    for name, label in [*HIT_OPS, *OTHER_OPS]:
+        row = [label]
+        for _, ours, peer in columns:
+            theirs = r.floor_median(FC, name) if peer == "floor" else r.median(peer, name)
+            row.append(ratio(r.median(ours, name), theirs))
+        rows.append(row)
+    return table(["operation (medians)", *(c[0] for c in columns)], rows)
+
+
+def section_other(r: Run) -> str:
+    header = ["operation", *(r.labels[i] for i in r.ids)]
+    rows = []
+    for name, label in OTHER_OPS:
+        if name == "invalidate_model":
+            keys = next(
+                (e["keys"] for i in r.ids if (e := r.op(i, name)) and e.get("keys")), None
+            )
+            label = f"invalidate_model, {keys:,} keys cached" if keys else label
+        rows.append([label, *(cell_text(r.op(i, name)) for i in r.ids)])
+    miss = ["get(pk=) cold miss ÷ no cache"]
+    for i in r.ids:
+        miss.append("–" if i == "none" else ratio(r.median(i, "miss_get_pk"), r.median("none", "miss_get_pk")))
+    rows.append(miss)
+    return table(header, rows)
+
+
+def section_floors(r: Run) -> str:
+    libs = [i for i in ("cacheops", "cachalot", FC) if i in r.ids]
+    header = ["operation"]
+    for i in libs:
+        header += [f"{r.labels[i]} hit", f"its floor (keys)", "hit ÷ floor"]
+    rows = []
+    for name, label in HIT_OPS:
+        row = [label]
+        for i in libs:
+            f = r.floor(i, name)
+            keys = f" ({f['keys']})" if f else ""
+            row += [us(r.median(i, name)), us(r.floor_median(i, name)) + keys,
+                    ratio(r.median(i, name), r.floor_median(i, name))]
+        rows.append(row)
+    return table(header, rows)
+
+
+def _mixed_rows(r: Run) -> list[tuple[int, float]]:
+    config = r.raw["config"]["mixed"]
+    return [(n, w) for w in config["write_ratios"] for n in config["workers"]]
+
+
+def section_throughput(r: Run) -> str:
+    header = ["writes", "workers", *(r.labels[i] for i in r.ids)]
+    rows = []
+    for n, w in _mixed_rows(r):
+        row = [f"{w:.0%}", str(n)]
+        for i in r.ids:
+            cell = r.cell(i, n, w)
+            row.append(f"{cell['throughput']:,.0f}" if cell else "–")
+        rows.append(row)
+    return table(header, rows)
+
+
+def section_latency(r: Run) -> str:
+    header = ["writes", "workers", *(r.labels[i] for i in r.ids)]
+    rows = []
+    for n, w in _mixed_rows(r):
+        row = [f"{w:.0%}", str(n)]
+        for i in r.ids:
+            cell = r.cell(i, n, w)
+            if not cell:
+                row.append("–")
+                continue
+            hits = "" if i == "none" else f" · {cell['hit_ratio']:.0%} hits"
+            row.append(
+                f"{us(cell['read']['median_us'])} / {us(cell['read']['p99_us'])}{hits}"
+                f" · w {us(cell['write']['median_us'])}"
+            )
+        rows.append(row)
+    return table(header, rows)
+
+
+def section_stale(r: Run) -> tuple[str, list[str]]:
+    rows = []
+    details: list[str] = []
+    for i in r.ids:
+        cells = list(r.cells(i))
+        long = (r.results.get(i, {}).get("mixed") or {}).get("long")
+        if long:
+            cells.append(long)
+        checked = sum(c["checked"] for c in cells)
+        stale = sum(c["stale"] for c in cells)
+        differs = sum(c["differs"] for c in cells)
+        reads = sum(c["reads"] for c in cells)
+        worst = [c for c in cells if c["stale"]]
+        where = ", ".join(f"{c['workers']}w/{c['write_ratio']:.0%}: {c['stale']}" for c in worst)
+        rows.append([r.labels[i], f"{reads:,}", f"{checked:,}", f"**{stale}**" if stale else "0",
+                     f"{differs:,}", where or "–"])
+        for c in worst:
+            for e in c["stale_examples"]:
+                details.append(
+                    f"{r.labels[i]}, {c['workers']} workers, {c['write_ratio']:.0%} writes: "
+                    f"get({e['by']}=) of item {e['pk']} returned version {e['cached']} "
+                    f"({'a cache hit' if e['hit'] else 'not a cache hit'}) after version "
+                    f"{e['committed_before_read']} had committed; the database then had "
+                    f"{e['in_db_after']}"
+                )
+    header = ["library", "timed reads", "reads checked", "stale", "differs (any reason)",
+              "stale by cell"]
+    return table(header, rows), details
+
+
+def _memory_row(label: str, cell: dict[str, Any] | None) -> list[str]:
+    if not cell or not cell.get("memory"):
+        return [label, "–", "–", "–", "–", "–"]
+    mem = cell["memory"]
+    touched = max(cell["touched"], 1)
+    return [
+        label,
+        f"{cell['reads'] + cell['writes']:,} ops, {cell['duration']:.0f}s",
+        f"{mem['keys']:,}",
+        mib(mem["delta"]),
+        f"{cell['touched']:,}",
+        f"{mem['keys'] / touched:.1f} keys, {mem['delta'] / touched:,.0f} B",
+    ]
+
+
+def section_memory(r: Run) -> str:
+    n, w = r.raw["config"]["mixed"]["memory_cell"]
+    rows = []
+    for i in r.ids:
+        if i in ("none", FC_LOCAL):
+            continue
+        rows.append(_memory_row(r.labels[i], r.cell(i, n, w)))
+        long = (r.results.get(i, {}).get("mixed") or {}).get("long")
+        if long:
+            rows.append(_memory_row(f"{r.labels[i]}, {r.raw['config']['mixed']['long_factor']}× longer", long))
+    header = ["library", "workload", "keys", "used_memory (over empty)", "items touched",
+              "per item touched"]
+    return table(header, rows)
+
+
+def bounded_verdicts(r: Run) -> list[str]:
+    out = []
+    n, w = r.raw["config"]["mixed"]["memory_cell"]
+    for i in r.ids:
+        long = (r.results.get(i, {}).get("mixed") or {}).get("long")
+        short = r.cell(i, n, w)
+        if not long or not short or not long.get("memory") or not short.get("memory"):
+            continue
+        per_short = short["memory"]["delta"] / max(short["touched"], 1)
+        per_long = long["memory"]["delta"] / max(long["touched"], 1)
+        keys_short = short["memory"]["keys"] / max(short["touched"], 1)
+        keys_long = long["memory"]["keys"] / max(long["touched"], 1)
+        growth = per_long / per_short if per_short else math.nan
+        verdict = "stays bounded" if growth < 1.5 else "keeps growing"
+        out.append(
+            f"**{r.labels[i]}**: {verdict} — per item touched, {keys_short:.1f} → {keys_long:.1f} "
+            f"keys and {per_short:,.0f} → {per_long:,.0f} bytes ({growth:.2f}×) while the run "
+            f"made {long['writes'] / max(short['writes'], 1):.0f}× as many writes."
+        )
+    return out
+
+
+def section_targets(r: Run) -> list[str]:
+    if FC not in r.ids or "cacheops" not in r.ids:
+        return ["Not measured in this run (it needs both freshcache (Redis) and cacheops)."]
+    out = []
+    for name, label in HIT_OPS[:2]:
+        ours, theirs = r.median(FC, name), r.median("cacheops", name)
+        if ours is None or theirs is None:
+            continue
+        value = ours / theirs
+        status = "met" if value <= TARGET_GET_RATIO else "**not met**"
+        out.append(
+            f"- {label} hit ≤ {TARGET_GET_RATIO}× cacheops: measured {value:.2f}× "
+            f"({us(ours)} µs vs {us(theirs)} µs) — {status}."
+        )
+    return out
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+
+def markdown(run: dict[str, Any]) -> str:
+    r = Run(run)
+    config = run["config"]
+    mixed = config["mixed"]
+    quick = (
+        "\n!!! note\n    This is a **quick smoke run** (`QUICK=1`): few iterations, short cells. "
+        "Run `make bench` for the figures to quote.\n"
+        if config["quick"]
+        else ""
+    )
+    stale_table, stale_details = section_stale(r)
+    parts = [
+        "# Benchmarks",
+        "",
+        "freshcache against no cache, "
+        "[django-cacheops](https://github.com/Suor/django-cacheops) and "
+        "[django-cachalot](https://github.com/noripyt/django-cachalot): the same models, rows "
+        "and queries, each library in its own process with its own settings, on real "
+        "PostgreSQL and Redis servers on loopback. This page is generated by `make bench` "
+        "(`benchmarks/run.py`); every figure on it comes from the one run described below.",
+        quick,
+        "## How to run",
+        "",
+        "```sh",
+        "make bench            # the full run, about 10-15 minutes on 2 cores",
+        "make bench QUICK=1    # a smoke run of about 2 minutes",
+        "make bench LONG=1     # adds the 10x longer memory run",
+        "make bench LIBS=freshcache,cacheops   # a subset (ids: none, cacheops, cachalot,",
+        "                                      #   freshcache, freshcache-locmem)",
+        "```",
+        "",
+        "The suite starts private PostgreSQL and Redis servers (as `make test` does, or reuses "
+        "the ones named by `FRESHCACHE_TEST_*`), installs each peer's latest release from PyPI "
+        "into its own virtualenv (`.venv-bench-cacheops`, `.venv-bench-cachalot`; freshcache "
+        "runs from this repository in `.venv-bench`), and gives every library its own "
+        "PostgreSQL database and Redis database number. Raw results are kept in "
+        "`benchmarks/.results/`.",
+        "",
+        "## Machine and run",
+        "",
+        section_machine(r),
+        "",
+        "Configuration: cacheops and freshcache cache every operation of the benchmark models "
+        "(`{'ops': 'all'}` profiles); cachalot caches every query by itself, through Django's "
+        "built-in `RedisCache`; every cached value lives one hour. hiredis is installed for "
+        f"every library. Data: {config['rows']:,} items in {config['categories']} categories.",
+        "",
+        "## Cache hits",
+        "",
+        f"Median / p99 in microseconds over {config['iterations']:,} timed runs after "
+        f"{max(config['warmup'], 100)} warm-up runs, each rotating over 100 keys (items) or 10 "
+        "categories, all cached. A † marks a \"hit\" that still sent a query to the database. "
+        "The floor is the same freshcache payloads fetched with a raw redis-py `MGET` of the "
+        "keys the hit read, plus msgpack decoding of the rows, without building model "
+        "instances: what any Redis-backed cache has to pay at least.",
+        "",
+        section_hits(r),
+        "",
+        f"![Median hit latency per operation]({'img/' + LATENCY_PNG})",
+        "",
+        "## Misses, writes, invalidation, keys",
+        "",
+        "Median / p99 in microseconds. A cold miss reads a key never read before; a miss after "
+        "a write reads a key whose cached value a `save()` just invalidated. `save()` is timed "
+        "on an item whose cached reads exist (they are refilled, untimed, before each save). "
+        "`invalidate_model` is timed with that many distinct queries cached "
+        f"({config['invalidate_repeats']} repetitions, refilled in between). The cache key "
+        "alone is what a library computes from a queryset before its first round trip on a "
+        "hit; none of the three exposes it publicly, so it is timed through their internals: "
+        + "; ".join(
+            f"{r.labels[i]}: `{(r.results[i].get('micro') or {}).get('key_api')}`"
+            for i in r.ids
+            if i in ("cacheops", "cachalot", FC)
+        )
+        + ".",
+        "",
+        section_other(r),
+        "",
+        "## Ratios",
+        "",
+        "freshcache's median divided by each peer's, from the same run: below 1 means "
+        "freshcache is faster.",
+        "",
+        section_ratios(r),
+        "",
+        "### Issue #7 targets",
+        "",
+        *section_targets(r),
+        "",
+        "### Each library against its own floor",
+        "",
+        "The floor for each Redis-backed library: its own hit keys in one raw `MGET`, decoded "
+        "its own way (pickle for cacheops and cachalot, msgpack for freshcache). The number of "
+        "keys one hit reads is in parentheses.",
+        "",
+        section_floors(r),
+        "",
+        "## Mixed workload",
+        "",
+        f"Workers are separate processes running for {mixed['duration']:g} s each "
+        f"({mixed['warmup']:g} s warm-up not counted). Each picks an item from a Zipf "
+        f"distribution (s = {mixed['zipf_s']}) over all {config['rows']:,} items; a read is "
+        "`get(pk=)` or `get(slug=)`, a write loads the item, changes it and calls `save()`. "
+        "Throughput counts only the timed ORM calls: the harness's checks and locks are "
+        "subtracted from each worker's time. The in-process freshcache backend runs with one "
+        "worker only: with several processes each would have its own cache, which is what it "
+        "warns about.",
+        "",
+        "### Throughput (operations per second)",
+        "",
+        section_throughput(r),
+        "",
+        f"![Throughput against write ratio]({'img/' + THROUGHPUT_PNG})",
+        "",
+        "### Read latency and hit ratio",
+        "",
+        "Read median / p99 in microseconds, the share of reads that sent no query to the "
+        "database, and the median write (load + `save()`).",
+        "",
+        section_latency(r),
+        "",
+        "### Stale reads",
+        "",
+        f"{mixed['check_rate']:.0%} of reads are checked. Writers take a per-item lock, number "
+        "their writes from a global counter and record the number once `save()` has returned "
+        "(committed and invalidated), in a Redis hash on a database of its own. A checked read "
+        "notes the recorded number for its item *before* it starts, reads through the cache, "
+        "then reads the row again with a separate connection no library sees. It is **stale** "
+        "when it returned an older version than one committed before it began. *Differs* "
+        "counts every cached answer that did not match the database at check time, including "
+        "writes that raced with the read, which is not an error by itself.",
+        "",
+        stale_table,
+        "",
+        *(f"- {d}" for d in stale_details),
+        "",
+        "## Redis memory",
+        "",
+        f"After the {mixed['memory_cell'][0]}-worker, {mixed['memory_cell'][1]:.0%}-write cell "
+        "(each cell starts with the library's Redis database empty): the keys in that database "
+        "and `used_memory` over what the server used with it empty. Items touched is how many "
+        "distinct items the workers read or wrote.",
+        "",
+        section_memory(r),
+        "",
+        *(
+            bounded_verdicts(r)
+            or ["Whether it stays bounded is measured by `make bench LONG=1`, which reruns "
+                f"that cell {mixed['long_factor']}× longer; it was not run this time."]
+        ),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+# -- plots ------------------------------------------------------------------------------------------
+
+
+def plot_latency(r: Run, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    series = [(r.labels[i], [r.median(i, n) for n, _ in HIT_OPS]) for i in r.ids]
+    if FC in r.ids:
+        series.append(("floor (freshcache payload)", [r.floor_median(FC, n) for n, _ in HIT_OPS]))
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    height = 0.8 / max(len(series), 1)
+    for k, (label, values) in enumerate(series):
+        ys = [j + k * height for j in range(len(HIT_OPS))]
+        ax.barh(ys, [v or 0 for v in values], height=height, label=label)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(HIT_OPS))])
+    ax.set_yticklabels([label for _, label in HIT_OPS])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency of a cache hit, µs (log scale)")
+    ax.set_title("Hit latency per operation")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_throughput(r: Run, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    mixed = r.raw["config"]["mixed"]
+    workers: list[int] = mixed["workers"]
+    ratios: list[float] = mixed["write_ratios"]
+    fig, axes = plt.subplots(1, len(workers), figsize=(4 * len(workers), 4), sharey=True)
+    axes = list(axes) if len(workers) > 1 else [axes]
+    for ax, n in zip(axes, workers, strict=True):
+        for i in r.ids:
+            points = [(w, c["throughput"]) for w in ratios if (c := r.cell(i, n, w))]
+            if points:
+                ax.plot([f"{w:.0%}" for w, _ in points], [t for _, t in points], marker="o",
+                        label=r.labels[i])
+        ax.set_title(f"{n} worker{'s' if n > 1 else ''}")
+        ax.set_xlabel("share of writes")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("operations per second")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Mixed workload throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(run: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    IMG.mkdir(parents=True, exist_ok=True)
+    r = Run(run)
+    plot_latency(r, IMG / LATENCY_PNG)
+    plot_throughput(r, IMG / THROUGHPUT_PNG)
+    DOC.write_text(markdown(run))

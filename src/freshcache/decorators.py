@@ -1,0 +1,372 @@
+"""``@cached_as`` and ``@cached_view_as``: functions and views cached the way querysets are.
+
+A result is stored with the stamps of its samples (querysets, models, instances), or, with no
+samples, with the stamps of everything the function read while computing it (see
+:mod:`freshcache.capture`): either way it is served only while all of them are unchanged.
+Results are pickled and signed (:mod:`freshcache.serializers`); one that cannot be pickled is
+returned uncached. The key covers the function's module and qualified name, its arguments and
+``extra``; arguments without a stable text form make the call uncached, never ambiguous.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+
+from freshcache import capture
+from freshcache.conf import key_prefix, profile_for, settings
+from freshcache.dependencies import (
+    Deps,
+    instance_dependencies,
+    merge,
+    model_dependencies,
+    query_dependencies,
+)
+from freshcache.exceptions import ImproperlyConfigured, SerializationError, UncacheableQuery
+from freshcache.keys import call_key, func_name
+from freshcache.serializers import dumps_signed, loads_signed
+from freshcache.signals import cache_read
+from freshcache.store import Plan, store
+
+__all__ = ["cached_as", "cached_view_as"]
+
+logger = logging.getLogger("freshcache")
+F = TypeVar("F", bound=Callable[..., Any])
+_MISS = object()
+
+
+def sample_dependencies(samples: tuple[Any, ...]) -> Deps:
+    """Dependencies of ``cached_as`` samples: querysets, model classes, instances."""
+    parts: list[Deps] = []
+    for sample in samples:
+        if isinstance(sample, QuerySet):
+            parts.append(query_dependencies(sample.query, max_in=settings.MAX_IN, using=sample.db))
+        elif isinstance(sample, type) and issubclass(sample, Model):
+            parts.append(model_dependencies(sample))
+        elif isinstance(sample, Model):
+            parts.append(instance_dependencies(sample))
+        else:
+            raise TypeError(
+                f"cached_as() samples are querysets, models or instances, not {sample!r}"
+            )
+    return merge(*parts)
+
+
+def _sample_models(samples: tuple[Any, ...]) -> list[type[Model]]:
+    models = []
+    for sample in samples:
+        if isinstance(sample, QuerySet):
+            models.append(sample.model)
+        elif isinstance(sample, type) and issubclass(sample, Model):
+            models.append(sample)
+        elif isinstance(sample, Model):
+            models.append(type(sample))
+    return models
+
+
+class _Cached:
+    """What a ``cached_as`` wrapper knows; the sync and async wrappers share it."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        samples: tuple[Any, ...],
+        timeout: int | None,
+        extra: Any,
+        key_func: Callable[..., Any] | None,
+        kind: str,
+    ) -> None:
+        self.func = func
+        self.samples = samples
+        self.timeout = timeout
+        self.extra = extra
+        self.key_func = key_func
+        self.kind = kind
+        self.name = func_name(func)
+        for sample in samples:  # fail at decoration time on a wrong sample, not on a call
+            if not isinstance(sample, (QuerySet, Model)) and not (
+                isinstance(sample, type) and issubclass(sample, Model)
+            ):
+                raise TypeError(
+                    f"cached_as() samples are querysets, models or instances, not {sample!r}"
+                )
+
+    def resolve_timeout(self) -> int:
+        if self.timeout is not None:
+            return self.timeout
+        timeouts = [
+            p.timeout
+            for p in (profile_for(m) for m in _sample_models(self.samples))
+            if p is not None and p.timeout
+        ]
+        if timeouts:
+            return min(timeouts)
+        default = settings.DEFAULTS.get("timeout") if isinstance(settings.DEFAULTS, dict) else None
+        if default:
+            return int(default)
+        raise ImproperlyConfigured(
+            f"{self.name}: no timeout. Pass cached_as(..., timeout=seconds), give the samples' "
+            "models a profile with a timeout, or set FRESHCACHE_DEFAULTS = {'timeout': ...}."
+        )
+
+    def key_parts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        extra = self.extra(*args, **kwargs) if callable(self.extra) else self.extra
+        if self.key_func is not None:
+            # As in cacheops: key_func(func, args, kwargs, extra) -> a string
+            return (str(self.key_func(self.func, args, kwargs, extra)),)
+        return (args, kwargs, extra)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return call_key(key_prefix("default"), self.kind, self.name, self.key_parts(args, kwargs))
+
+    def try_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        try:
+            return self.key(*args, **kwargs)
+        except TypeError as exc:
+            logger.debug("freshcache: %s not cached: %s", self.name, exc)
+            return None
+
+    def plan(self) -> Plan | None:
+        if not self.samples:
+            return None
+        try:
+            deps = sample_dependencies(self.samples)
+        except UncacheableQuery as exc:
+            logger.warning("freshcache: %s not cached, a sample is uncacheable: %s", self.name, exc)
+            raise
+        return Plan.build(deps, key_prefix("default", tuple(sorted(deps))))
+
+    # -- the two halves of a call, around the computation ----------------------------------------
+
+    def fetch(self, key: str) -> Any:
+        """The cached value or ``_MISS``; for samples, also the tokens to store a miss with."""
+        plan = self.plan()
+        if plan is None:
+            found = store.lookup_dynamic(key)
+            data = None
+            if found is not None:
+                data, keys, tokens = found
+                if capture.active():  # an enclosing computation depends on what this one read
+                    capture.record(keys, tokens)
+            state: Any = None
+        else:
+            probe = store.lookup(key, plan)
+            data = probe.data if probe is not None else None
+            state = (plan, probe)
+        if data is not None:
+            try:
+                value = loads_signed(data)
+            except Exception as exc:
+                logger.warning("freshcache: payload at %s rejected (%s)", key, exc)
+            else:
+                if plan is not None and capture.active():
+                    capture.record(plan.keys, store.tokens_of(state[1]) or [])
+                cache_read.send(sender=None, func=self.func, hit=True)
+                return value, None
+        if plan is not None:
+            probe = state[1]
+            ready: list[bytes] | None = None
+            if probe is not None:
+                ready = store.prepare(probe, self.resolve_timeout())
+            if capture.active():
+                if ready is None:
+                    capture.poison("the stamps of a sample could not be read")
+                else:
+                    capture.record(plan.keys, ready)
+            return _MISS, (plan, ready)
+        return _MISS, None
+
+    def store(self, key: str, value: Any, state: Any, recorded: capture.Capture | None) -> None:
+        cache_read.send(sender=None, func=self.func, hit=False)
+        timeout = self.resolve_timeout()
+        try:
+            data = dumps_signed(value)
+        except SerializationError as exc:
+            logger.debug("freshcache: %s not cached: %s", self.name, exc)
+            return
+        if state is not None:
+            plan, tokens = state
+            if tokens is not None:
+                store.save(key, tokens, data, timeout, plan)
+            return
+        if recorded is None or recorded.poisoned:
+            if recorded is not None:
+                logger.debug("freshcache: %s not cached: %s", self.name, recorded.poisoned)
+            return
+        keys = list(recorded.tokens)
+        store.save_dynamic(key, keys, [recorded.tokens[k] for k in keys], data, timeout)
+
+
+def _global_read() -> None:
+    """Every captured value depends on the global epoch (``invalidate_all``), read first."""
+    plan = Plan.build({}, key_prefix("default"))
+    tokens = store.read_stamps(plan, 60)
+    if tokens is None:
+        capture.poison("the backend could not be read")
+    else:
+        capture.record(plan.keys, tokens)
+
+
+def cached_as(
+    *samples: Any,
+    timeout: int | None = None,
+    extra: Any = None,
+    lock: bool | None = None,
+    key_func: Callable[..., Any] | None = None,
+) -> Callable[[F], F]:
+    """Cache a function's result until one of ``samples`` changes.
+
+    Samples are querysets, model classes (any row) or instances (that row), mixed freely. With
+    no samples, the result depends on everything the function reads while computing it.
+    ``extra`` (a value, or a callable receiving the call's arguments) goes into the key; so do
+    the arguments themselves. The wrapper has ``.invalidate(*args, **kwargs)`` and
+    ``.key(*args, **kwargs)``. ``lock`` is accepted for the dog-pile lock (not yet enforced).
+    """
+    return _decorator(samples, timeout, extra, key_func, "f")
+
+
+def _decorator(
+    samples: tuple[Any, ...],
+    timeout: int | None,
+    extra: Any,
+    key_func: Callable[..., Any] | None,
+    kind: str,
+    accept: Callable[[Any], bool] | None = None,
+    call_parts: Callable[..., tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        cached = _Cached(func, samples, timeout, extra, key_func, kind)
+
+        def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+            if not settings.ENABLED:
+                return None
+            key_args, key_kwargs = call_parts(*args, **kwargs) if call_parts else (args, kwargs)
+            return cached.try_key(key_args, key_kwargs)
+
+        def compute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+            if samples:
+                return func(*args, **kwargs), None
+            with capture.capturing() as recorded:
+                _global_read()
+                value = func(*args, **kwargs)
+            return value, recorded
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = prepare(args, kwargs)
+                if key is None:
+                    return await func(*args, **kwargs)
+                value, state = await sync_to_async(cached.fetch, thread_sensitive=True)(key)
+                if value is not _MISS:
+                    return value
+                if samples:
+                    result, recorded = await func(*args, **kwargs), None
+                else:
+                    with capture.capturing() as recorded:
+                        await sync_to_async(_global_read, thread_sensitive=True)()
+                        result = await func(*args, **kwargs)
+                if accept is None or accept(result):
+                    await sync_to_async(cached.store, thread_sensitive=True)(
+                        key, result, state, recorded
+                    )
+                return result
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = prepare(args, kwargs)
+                if key is None:
+                    return func(*args, **kwargs)
+                value, state = cached.fetch(key)
+                if value is not _MISS:
+                    return value
+                result, recorded = compute(args, kwargs)
+                if accept is None or accept(result):
+                    cached.store(key, result, state, recorded)
+                return result
+
+            wrapper = sync_wrapper
+
+        def invalidate(*args: Any, **kwargs: Any) -> None:
+            key_args, key_kwargs = call_parts(*args, **kwargs) if call_parts else (args, kwargs)
+            store.delete([cached.key(*key_args, **key_kwargs)])
+
+        def key(*args: Any, **kwargs: Any) -> str:
+            key_args, key_kwargs = call_parts(*args, **kwargs) if call_parts else (args, kwargs)
+            return cached.key(*key_args, **key_kwargs)
+
+        wrapper.invalidate = invalidate
+        wrapper.key = key
+        return wrapper
+
+    return decorate
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def cacheable_response(response: Any) -> bool:
+    """Only complete, successful, non-streaming responses that do not vary per user."""
+    if not isinstance(response, HttpResponse) or response.status_code != 200:
+        return False
+    if getattr(response, "streaming", False):
+        return False
+    if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+        response.render()  # a TemplateResponse: store the rendered page
+    return True
+
+
+def cached_view_as(
+    *samples: Any,
+    timeout: int | None = None,
+    extra: Any = None,
+    lock: bool | None = None,
+    key_func: Callable[..., Any] | None = None,
+) -> Callable[[F], F]:
+    """Cache a view's response like ``cached_as``: GET and HEAD only, status 200 only, never a
+    streaming response. The key is the request's path and query string plus ``extra`` (a
+    callable receives the view's arguments: ``extra=lambda req: req.user.is_staff``).
+
+    A response that varies on cookies or authorization (``Vary`` set because the view touched
+    the session or user) is stored only when ``extra`` is given, so that one user's page is
+    never served to another by accident.
+    """
+
+    def decorate(view: F) -> F:
+        def accept(response: Any) -> bool:
+            if not cacheable_response(response):
+                return False
+            vary = {v.strip().lower() for v in response.get("Vary", "").split(",") if v.strip()}
+            if vary & {"cookie", "authorization", "*"} and extra is None:
+                logger.debug("freshcache: a response varying on %s not cached without extra", vary)
+                return False
+            return True
+
+        def parts(request: HttpRequest, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+            extra_value = extra(request, *args, **kwargs) if callable(extra) else extra
+            return (request.get_full_path(), extra_value), {}
+
+        inner = _decorator(samples, timeout, None, key_func, "v", accept, parts)(view)
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if request.method not in ("GET", "HEAD"):
+                return view(request, *args, **kwargs)
+            return inner(request, *args, **kwargs)
+
+        wrapper.invalidate = inner.invalidate  # type: ignore[attr-defined]
+        wrapper.key = inner.key  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

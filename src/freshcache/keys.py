@@ -1,0 +1,66 @@
+"""Cache keys for functions, views and fragments, built from their arguments.
+
+A key must be the same in every process and across deploys for the same call, and different for
+calls that may return different results: so only values with a faithful, stable text form are
+accepted (model instances by label and primary key, requests by path and query string, plain
+values, and containers of them). Anything else raises ``TypeError``, which callers turn into
+"not cached" rather than risk two calls sharing a key. Keys are hashes: no raw user input in them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+
+__all__ = ["call_key", "func_name", "key_text"]
+
+
+def func_name(func: Callable[..., Any]) -> str:
+    """Module and qualified name: stable across processes, unlike ``id()`` or code hashes."""
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def key_text(value: object) -> str:
+    """A type-tagged, canonical text for ``value``; ``TypeError`` if it has none we trust."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, (int, float, decimal.Decimal, uuid.UUID)):
+        return f"{type(value).__name__}:{value!r}"
+    if isinstance(value, str):
+        return f"s:{value!r}"
+    if isinstance(value, bytes):
+        return f"b:{value.hex()}"
+    if isinstance(value, (dt.datetime, dt.date, dt.time, dt.timedelta)):
+        return f"{type(value).__name__}:{value!r}"
+    if isinstance(value, Model):
+        if value.pk is None:
+            raise TypeError(f"an unsaved {type(value).__name__} has no stable key")
+        return f"m:{value._meta.label_lower}:{key_text(value.pk)}"
+    if isinstance(value, HttpRequest):
+        return f"r:{value.get_full_path()}"
+    if isinstance(value, QuerySet):
+        sql, params = value.query.sql_with_params()
+        return f"q:{value.db}:{sql}:{key_text(tuple(params))}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}({','.join(key_text(v) for v in value)})"
+    if isinstance(value, (set, frozenset)):
+        return f"set({','.join(sorted(key_text(v) for v in value))})"
+    if isinstance(value, dict):
+        items = sorted(f"{key_text(k)}={key_text(v)}" for k, v in value.items())
+        return f"dict({','.join(items)})"
+    if type(value).__repr__ is not object.__repr__ and not isinstance(value, type):
+        return f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
+    raise TypeError(f"{type(value).__name__} has no stable text to build a cache key from")
+
+
+def call_key(prefix: str, kind: str, name: str, parts: tuple[Any, ...]) -> str:
+    """``{prefix}{kind}:{digest}`` for a callable's name and the parts of one call."""
+    text = "\x00".join([name, *(key_text(p) for p in parts)])
+    return f"{prefix}{kind}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"

@@ -1,0 +1,434 @@
+"""Functions and views cached like querysets: samples, captured reads, keys, async."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.test import RequestFactory, override_settings
+from django.views import View
+
+from freshcache import cached_as, cached_view_as, invalidate_all
+from freshcache.signals import cache_read
+from tests.testapp.models import Author, Category, Post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Calls:
+    """Counts how often a cached function really ran."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> None:
+        self.n += 1
+
+
+@pytest.fixture
+def c1() -> Category:
+    return Category.objects.create(title="one", slug="one")
+
+
+@pytest.fixture
+def c2() -> Category:
+    return Category.objects.create(title="two", slug="two")
+
+
+def test_queryset_sample(c1: Category, c2: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post.objects.filter(category=c1))
+    def titles() -> list[str]:
+        calls()
+        return [p.title for p in Post.objects.filter(category=c1)]
+
+    Post.objects.create(title="a", category=c1)
+    assert titles() == ["a"]
+    assert titles() == ["a"]
+    assert calls.n == 1
+    Post.objects.create(title="x", category=c2)  # not matched by the sample
+    assert titles() == ["a"]
+    assert calls.n == 1
+    Post.objects.create(title="b", category=c1)
+    assert titles() == ["a", "b"]
+    assert calls.n == 2
+
+
+def test_model_and_instance_samples_mixed(c1: Category, c2: Category) -> None:
+    calls = Calls()
+    ann = Author.objects.create(name="Ann")
+
+    @cached_as(Category, ann, timeout=60)
+    def summary() -> str:
+        calls()
+        return f"{Category.objects.count()} {Author.objects.get(pk=ann.pk).name}"
+
+    assert summary() == "2 Ann"
+    Author.objects.create(name="Bob")  # another author: not the sampled row
+    assert summary() == "2 Ann"
+    assert calls.n == 1
+    Author.objects.filter(pk=ann.pk).update(name="Anna")
+    assert summary() == "2 Anna"
+    Category.objects.create(title="three", slug="three")  # any row of the model
+    assert summary() == "3 Anna"
+    assert calls.n == 3
+
+
+def test_no_samples_records_what_the_function_reads(c1: Category, c2: Category) -> None:
+    calls = Calls()
+    Post.objects.create(title="a", category=c1)
+
+    @cached_as(timeout=60)
+    def page() -> tuple[str, list[str]]:
+        calls()
+        category = Category.objects.get(pk=c1.pk)
+        return category.title, [p.title for p in Post.objects.filter(category=category)]
+
+    assert page() == ("one", ["a"])
+    assert page() == ("one", ["a"])
+    assert calls.n == 1
+    Post.objects.create(title="x", category=c2)  # outside what it read
+    assert page() == ("one", ["a"])
+    assert calls.n == 1
+    Category.objects.filter(pk=c1.pk).update(title="ONE")
+    assert page() == ("ONE", ["a"])
+    Post.objects.create(title="b", category=c1)
+    assert page() == ("ONE", ["a", "b"])
+    assert calls.n == 3
+
+
+def test_nested_cached_functions_and_cached_queries(c1: Category) -> None:
+    """The outer function depends on what inner functions read, hit or miss."""
+    outer_calls, inner_calls = Calls(), Calls()
+    Post.objects.create(title="a", category=c1)
+
+    @cached_as(timeout=60)
+    def inner() -> list[str]:
+        inner_calls()
+        return [p.title for p in Post.objects.filter(category=c1)]  # a cached query too
+
+    @cached_as(timeout=60)
+    def outer() -> str:
+        outer_calls()
+        return ",".join(inner()) + "|" + Category.objects.get(pk=c1.pk).title
+
+    assert inner() == ["a"]  # the inner result is cached first: outer will get a hit
+    assert outer() == "a|one"
+    assert (outer_calls.n, inner_calls.n) == (1, 1)
+    assert outer() == "a|one"
+    assert outer_calls.n == 1
+    Post.objects.create(title="b", category=c1)  # changes what inner read
+    assert outer() == "a,b|one"
+    assert (outer_calls.n, inner_calls.n) == (2, 2)
+
+
+def test_raw_sql_inside_makes_it_uncached(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(timeout=60)
+    def raw_count() -> int:
+        calls()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM testapp_post")
+            return int(cursor.fetchone()[0])
+
+    assert raw_count() == 0
+    Post.objects.create(title="a", category=c1)
+    assert raw_count() == 1
+    assert calls.n == 2
+
+
+def test_uncacheable_query_inside_makes_it_uncached(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(timeout=60)
+    def random_post() -> int:
+        calls()
+        return len(list(Post.objects.order_by("?")))
+
+    random_post()
+    random_post()
+    assert calls.n == 2
+
+
+def test_arguments_extra_and_key(c1: Category, c2: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post, extra=lambda category, n=1: n * 10)
+    def first_titles(category: Category, n: int = 1) -> list[str]:
+        calls()
+        return [p.title for p in Post.objects.filter(category=category)[:n]]
+
+    Post.objects.create(title="a", category=c1)
+    Post.objects.create(title="b", category=c1)
+    assert first_titles(c1) == ["a"]
+    assert first_titles(c1, n=2) == ["a", "b"]
+    assert first_titles(c2) == []
+    assert calls.n == 3
+    assert first_titles(Category.objects.get(pk=c1.pk)) == ["a"]  # instances keyed by pk
+    assert calls.n == 3
+    assert first_titles.key(c1) != first_titles.key(c2)  # type: ignore[attr-defined]
+    assert first_titles.key(c1) == first_titles.key(Category.objects.get(pk=c1.pk))  # type: ignore[attr-defined]
+    first_titles.invalidate(c1)  # type: ignore[attr-defined]
+    first_titles(c1)
+    first_titles(c2)
+    assert calls.n == 4
+
+
+def test_extra_value_separates_keys(c1: Category) -> None:
+    results = []
+    for count in (1, 2):
+
+        @cached_as(Post, extra=count)
+        def block(count: int = count) -> int:
+            return count
+
+        results.append(block())
+    assert results == [1, 2]
+
+
+def test_methods(c1: Category) -> None:
+    class Card:
+        def __init__(self, category: Category) -> None:
+            self.category = category
+
+        def __repr__(self) -> str:
+            return f"Card({self.category.pk})"
+
+        @cached_as(Post)
+        def count(self) -> int:
+            return Post.objects.filter(category=self.category).count()
+
+    Post.objects.create(title="a", category=c1)
+    assert Card(c1).count() == 1
+    Post.objects.create(title="b", category=c1)
+    assert Card(c1).count() == 2
+
+
+def test_unpicklable_result_is_returned_not_cached(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post)
+    def make_lock() -> Any:
+        calls()
+        return threading.Lock()
+
+    assert make_lock() is not None
+    assert make_lock() is not None
+    assert calls.n == 2
+
+
+def test_unkeyable_argument_is_not_cached(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post)
+    def echo(value: object) -> str:
+        calls()
+        return "ok"
+
+    thing = object()
+    assert echo(thing) == "ok"
+    assert echo(thing) == "ok"
+    assert calls.n == 2
+
+
+def test_timeout_comes_from_the_samples_profiles(c1: Category, settings: Any) -> None:
+    from freshcache.decorators import _Cached
+
+    settings.FRESHCACHE = {"testapp.post": {"ops": "all", "timeout": 30}, "testapp.*": {}}
+    settings.FRESHCACHE_DEFAULTS = {"timeout": 100}
+
+    def f() -> None:
+        return None
+
+    assert _Cached(f, (Post, Category), None, None, None, "f").resolve_timeout() == 30
+    assert _Cached(f, (Category,), None, None, None, "f").resolve_timeout() == 100
+    assert _Cached(f, (Post,), 5, None, None, "f").resolve_timeout() == 5
+
+
+def test_cache_read_signal(c1: Category) -> None:
+    seen: list[tuple[Any, bool]] = []
+
+    def receiver(sender: Any, func: Any, hit: bool, **kwargs: Any) -> None:
+        if func is not None:
+            seen.append((func.__name__, hit))
+
+    @cached_as(Post)
+    def f() -> int:
+        return 1
+
+    cache_read.connect(receiver)
+    try:
+        f()
+        f()
+    finally:
+        cache_read.disconnect(receiver)
+    assert seen == [("f", False), ("f", True)]
+
+
+def test_invalidate_all_reaches_functions(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(timeout=60)
+    def nothing_read() -> int:
+        calls()
+        return 1
+
+    nothing_read()
+    nothing_read()
+    invalidate_all()
+    nothing_read()
+    assert calls.n == 2
+
+
+def test_async_function(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post)
+    async def count() -> int:
+        calls()
+        return await Post.objects.filter(category=c1).acount()
+
+    assert asyncio.run(count()) == 0
+    assert asyncio.run(count()) == 0
+    assert calls.n == 1
+    Post.objects.create(title="a", category=c1)
+    assert asyncio.run(count()) == 1
+
+
+def test_async_function_without_samples(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(timeout=60)
+    async def titles() -> list[str]:
+        calls()
+        return [p.title async for p in Post.objects.filter(category=c1)]
+
+    assert asyncio.run(titles()) == []
+    assert asyncio.run(titles()) == []
+    assert calls.n == 1
+    Post.objects.create(title="a", category=c1)
+    assert asyncio.run(titles()) == ["a"]
+
+
+def test_disabled_means_not_cached(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post)
+    def f() -> int:
+        calls()
+        return 1
+
+    with override_settings(FRESHCACHE_ENABLED=False):
+        f()
+        f()
+    assert calls.n == 2
+
+
+# -- views -------------------------------------------------------------------------------------
+
+
+def test_view_cached_by_path_and_query_string(c1: Category) -> None:
+    calls = Calls()
+    rf = RequestFactory()
+
+    @cached_view_as(Post)
+    def view(request: HttpRequest) -> HttpResponse:
+        calls()
+        return HttpResponse(f"{Post.objects.count()} {request.GET.get('q', '')}")
+
+    assert view(rf.get("/list/")).content == b"0 "
+    assert view(rf.get("/list/")).content == b"0 "
+    assert view(rf.get("/list/?q=x")).content == b"0 x"
+    assert calls.n == 2
+    Post.objects.create(title="a", category=c1)
+    assert view(rf.get("/list/")).content == b"1 "
+    assert view(rf.head("/list/")).content == b"1 "
+    assert calls.n == 3
+
+
+def test_view_only_caches_successful_get(c1: Category) -> None:
+    calls = Calls()
+    rf = RequestFactory()
+
+    @cached_view_as(Post)
+    def view(request: HttpRequest) -> HttpResponse:
+        calls()
+        if request.GET.get("missing"):
+            return HttpResponse("no", status=404)
+        if request.GET.get("stream"):
+            return StreamingHttpResponse(iter([b"a", b"b"]))
+        return HttpResponse("ok")
+
+    for request in (
+        rf.post("/v/"),
+        rf.post("/v/"),
+        rf.get("/v/?missing=1"),
+        rf.get("/v/?missing=1"),
+    ):
+        view(request)
+    assert calls.n == 4
+    for _ in range(2):
+        response = view(rf.get("/v/?stream=1"))
+        assert b"".join(response.streaming_content) == b"ab"
+    assert calls.n == 6
+
+
+def test_view_per_user_extra_never_crosses_users(c1: Category) -> None:
+    rf = RequestFactory()
+
+    @cached_view_as(Post, extra=lambda request: request.user.is_staff)
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("staff" if request.user.is_staff else "public")
+
+    class U:
+        def __init__(self, staff: bool) -> None:
+            self.is_staff = staff
+
+    staff, public = rf.get("/p/"), rf.get("/p/")
+    staff.user, public.user = U(True), U(False)  # type: ignore[attr-defined]
+    assert view(staff).content == b"staff"
+    assert view(public).content == b"public"
+    assert view(staff).content == b"staff"
+
+
+def test_view_varying_on_cookie_needs_extra(c1: Category) -> None:
+    calls = Calls()
+    rf = RequestFactory()
+
+    @cached_view_as(Post)
+    def view(request: HttpRequest) -> HttpResponse:
+        calls()
+        response = HttpResponse(request.COOKIES.get("name", ""))
+        response["Vary"] = "Cookie"
+        return response
+
+    ann, bob = rf.get("/h/"), rf.get("/h/")
+    ann.COOKIES["name"], bob.COOKIES["name"] = "ann", "bob"
+    assert view(ann).content == b"ann"
+    assert view(bob).content == b"bob"
+    assert calls.n == 2
+
+
+def test_class_based_view_and_template_response(c1: Category) -> None:
+    from django.template.response import TemplateResponse
+
+    calls = Calls()
+    rf = RequestFactory()
+
+    class Page(View):
+        def get(self, request: HttpRequest) -> TemplateResponse:
+            calls()
+            return TemplateResponse(request, "testapp/count.html", {"n": Post.objects.count()})
+
+    view = cached_view_as(Post)(Page.as_view())
+    assert view(rf.get("/c/")).content.strip() == b"count=0"
+    assert view(rf.get("/c/")).content.strip() == b"count=0"
+    assert calls.n == 1
+    Post.objects.create(title="a", category=c1)
+    assert view(rf.get("/c/")).content.strip() == b"count=1"
