@@ -432,3 +432,16 @@ def test_class_based_view_and_template_response(c1: Category) -> None:
     assert calls.n == 1
     Post.objects.create(title="a", category=c1)
     assert view(rf.get("/c/")).content.strip() == b"count=1"
+
+
+def test_uncacheable_sample_runs_uncached(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post.objects.order_by("?"))
+    def f() -> int:
+        calls()
+        return 1
+
+    assert f() == 1
+    assert f() == 1
+    assert calls.n == 2

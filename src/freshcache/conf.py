@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_VALUE_SIZE": 8 * 1024 * 1024,
     "LOCMEM_MAX_ENTRIES": 200_000,
     "GRANULAR_WRITE_LIMIT": 1000,
+    "LOCK_TIMEOUT": 10,
 }
 
 

@@ -40,6 +40,7 @@ __all__ = ["cached_as", "cached_view_as"]
 logger = logging.getLogger("freshcache")
 F = TypeVar("F", bound=Callable[..., Any])
 _MISS = object()
+_SKIP = object()  # a call that must not be stored
 
 
 def sample_dependencies(samples: tuple[Any, ...]) -> Deps:
@@ -98,6 +99,14 @@ class _Cached:
                     f"cached_as() samples are querysets, models or instances, not {sample!r}"
                 )
 
+    def wants_lock(self, lock: bool | None) -> bool:
+        """Explicit ``lock=``, else whether any sample's profile asks for the dog-pile lock."""
+        if lock is not None:
+            return lock
+        return any(
+            p is not None and p.lock for p in (profile_for(m) for m in _sample_models(self.samples))
+        )
+
     def resolve_timeout(self) -> int:
         if self.timeout is not None:
             return self.timeout
@@ -139,7 +148,7 @@ class _Cached:
         try:
             deps = sample_dependencies(self.samples)
         except UncacheableQuery as exc:
-            logger.warning("freshcache: %s not cached, a sample is uncacheable: %s", self.name, exc)
+            logger.debug("freshcache: %s not cached, a sample is uncacheable: %s", self.name, exc)
             raise
         return Plan.build(deps, key_prefix("default", tuple(sorted(deps))))
 
@@ -147,7 +156,11 @@ class _Cached:
 
     def fetch(self, key: str) -> Any:
         """The cached value or ``_MISS``; for samples, also the tokens to store a miss with."""
-        plan = self.plan()
+        try:
+            plan = self.plan()
+        except UncacheableQuery:
+            capture.poison("a sample's dependencies cannot be known")
+            return _MISS, _SKIP
         if plan is None:
             found = store.lookup_dynamic(key)
             data = None
@@ -185,6 +198,8 @@ class _Cached:
 
     def store(self, key: str, value: Any, state: Any, recorded: capture.Capture | None) -> None:
         cache_read.send(sender=None, func=self.func, hit=False)
+        if state is _SKIP:
+            return
         timeout = self.resolve_timeout()
         try:
             data = dumps_signed(value)
@@ -229,7 +244,7 @@ def cached_as(
     the arguments themselves. The wrapper has ``.invalidate(*args, **kwargs)`` and
     ``.key(*args, **kwargs)``. ``lock`` is accepted for the dog-pile lock (not yet enforced).
     """
-    return _decorator(samples, timeout, extra, key_func, "f")
+    return _decorator(samples, timeout, extra, key_func, "f", lock=lock)
 
 
 def _decorator(
@@ -240,6 +255,7 @@ def _decorator(
     kind: str,
     accept: Callable[[Any], bool] | None = None,
     call_parts: Callable[..., tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    lock: bool | None = None,
 ) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         cached = _Cached(func, samples, timeout, extra, key_func, kind)
@@ -291,9 +307,20 @@ def _decorator(
                 value, state = cached.fetch(key)
                 if value is not _MISS:
                     return value
-                result, recorded = compute(args, kwargs)
-                if accept is None or accept(result):
-                    cached.store(key, result, state, recorded)
+                token = None
+                if cached.wants_lock(lock) and state is not _SKIP:
+                    token = store.lock_or_wait(key, settings.LOCK_TIMEOUT)
+                    if token is None:  # another process computed it meanwhile: look again
+                        value, state = cached.fetch(key)
+                        if value is not _MISS:
+                            return value
+                try:
+                    result, recorded = compute(args, kwargs)
+                    if accept is None or accept(result):
+                        cached.store(key, result, state, recorded)
+                finally:
+                    if token is not None:
+                        store.unlock(key, token)
                 return result
 
             wrapper = sync_wrapper
@@ -357,7 +384,7 @@ def cached_view_as(
             extra_value = extra(request, *args, **kwargs) if callable(extra) else extra
             return (request.get_full_path(), extra_value), {}
 
-        inner = _decorator(samples, timeout, None, key_func, "v", accept, parts)(view)
+        inner = _decorator(samples, timeout, None, key_func, "v", accept, parts, lock)(view)
 
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:

@@ -180,8 +180,8 @@ def _memoize_sql(compiler: Any) -> tuple[str, Any]:
     return sql, params
 
 
-def _cache_timeout(compiler: Any, result_type: str, chunked_fetch: bool) -> int | None:
-    """The timeout this read is cached for, or None when it must not use the cache."""
+def _cache_policy(compiler: Any, result_type: str, chunked_fetch: bool) -> tuple[int, bool] | None:
+    """(timeout, dog-pile lock) for this read, or None when it must not use the cache."""
     scope = _current.get()
     if scope is None or chunked_fetch or result_type not in (MULTI, SINGLE):
         return None
@@ -196,9 +196,13 @@ def _cache_timeout(compiler: Any, result_type: str, chunked_fetch: bool) -> int 
     if op not in ops:
         return None
     timeout = profile.timeout
-    if options is not None and options.timeout is not None:
-        timeout = options.timeout
-    return timeout or None
+    lock = profile.lock
+    if options is not None:
+        if options.timeout is not None:
+            timeout = options.timeout
+        if options.lock is not None:
+            lock = options.lock
+    return (timeout, lock) if timeout else None
 
 
 #: Stamps read only for a capture live at least this long (a stored value extends them).
@@ -218,14 +222,14 @@ def cached_execute_sql(
     if not settings.ENABLED:
         return execute(compiler, *args, **kwargs)
     captures = capture.active()
-    timeout = _cache_timeout(compiler, result_type, chunked_fetch)
-    if timeout is None and not captures:
+    policy = _cache_policy(compiler, result_type, chunked_fetch)
+    if policy is None and not captures:
         return execute(compiler, *args, **kwargs)
     if not captures:
-        return _read(execute, compiler, result_type, args, kwargs, timeout, captures)
+        return _read(execute, compiler, result_type, args, kwargs, policy, captures)
     token = capture.orm_read.set(True)
     try:
-        return _read(execute, compiler, result_type, args, kwargs, timeout, captures)
+        return _read(execute, compiler, result_type, args, kwargs, policy, captures)
     finally:
         capture.orm_read.reset(token)
 
@@ -236,10 +240,11 @@ def _read(
     result_type: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    timeout: int | None,
+    policy: tuple[int, bool] | None,
     captures: tuple[capture.Capture, ...],
 ) -> Any:
     query = compiler.query
+    timeout = policy[0] if policy else None
     connection = compiler.connection
     if tx.is_dirty(connection):
         capture.poison("a read on a connection with uncommitted writes")
@@ -271,23 +276,71 @@ def _read(
         return execute(compiler, *args, **kwargs)
     model = query.model
     probe = store.lookup(key, plan)
-    if probe is not None and probe.data is not None:
-        try:
-            rows = rows_codec().loads(probe.data)
-        except Exception as exc:  # a payload we cannot read is a miss, whatever the codec
-            logger.warning(
-                "freshcache: payload at %s rejected (%s), reading the database", key, exc
-            )
-        else:
-            if captures:
-                _record(plan, store.tokens_of(probe))
-            cache_read.send(sender=model, func=None, hit=True)
-            return [rows] if result_type == MULTI else rows
+    hit = _served(probe, plan, key, result_type, captures, model)
+    if hit is not _MISS:
+        return hit
+    lock = None
+    if probe is not None and policy and policy[1] and tx.can_store(connection):
+        lock = store.lock_or_wait(key, settings.LOCK_TIMEOUT)
+        if lock is None:  # someone else computed it meanwhile (or gave up): look again
+            probe = store.lookup(key, plan)
+            hit = _served(probe, plan, key, result_type, captures, model)
+            if hit is not _MISS:
+                return hit
+    try:
+        return _miss(
+            execute, compiler, result_type, args, kwargs, key, plan, probe, captures, timeout
+        )
+    finally:
+        if lock is not None:
+            store.unlock(key, lock)
+
+
+_MISS = object()
+
+
+def _served(
+    probe: Any,
+    plan: Plan,
+    key: str,
+    result_type: str,
+    captures: tuple[capture.Capture, ...],
+    model: Any,
+) -> Any:
+    """The rows a probe found, shaped as execute_sql returns them, or ``_MISS``."""
+    if probe is None or probe.data is None:
+        return _MISS
+    try:
+        rows = rows_codec().loads(probe.data)
+    except Exception as exc:  # a payload we cannot read is a miss, whatever the codec
+        logger.warning("freshcache: payload at %s rejected (%s), reading the database", key, exc)
+        return _MISS
+    if captures:
+        _record(plan, store.tokens_of(probe))
+    cache_read.send(sender=model, func=None, hit=True)
+    return [rows] if result_type == MULTI else rows
+
+
+def _miss(
+    execute: Callable[..., Any],
+    compiler: Any,
+    result_type: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    key: str,
+    plan: Plan,
+    probe: Any,
+    captures: tuple[capture.Capture, ...],
+    timeout: int,
+) -> Any:
+    """Read stamps, query the database, store the rows with the stamps read first."""
+    connection = compiler.connection
     tokens = None
     if probe is not None and tx.can_store(connection):
         tokens = store.prepare(probe, timeout)
     if captures:
         _record(plan, tokens)
+    model = compiler.query.model
     result = execute(compiler, *args, **kwargs)
     if tokens is not None:
         if result_type == MULTI:

@@ -52,6 +52,11 @@ def new_token() -> bytes:
     return os.urandom(9).hex().encode()
 
 
+def lock_key(key: str) -> str:
+    """The lock of a value key; the braces make it and its signal share a cluster slot."""
+    return f"{key}:lock{{{key.rsplit(':', 1)[-1]}}}"
+
+
 def parse_registry(raw: bytes | None) -> tuple[bytes, frozenset[str]] | None:
     """``(epoch, schemes)`` of a registry value, or None if it is missing or not ours."""
     if not raw or not raw.startswith(b"@"):
@@ -311,6 +316,32 @@ class Store:
     def tokens_of(self, probe: Probe) -> list[bytes] | None:
         """The tokens a probe saw (those a hit was validated against)."""
         return self._tokens(probe.plan, probe.current)
+
+    # -- the dog-pile lock --------------------------------------------------------------------
+
+    def lock_or_wait(self, key: str, timeout: float) -> bytes | None:
+        """Become the one that computes ``key`` (returns the lock token to release), or wait
+        for whoever is (returns None: look the value up again, compute if still missing).
+
+        Waiting blocks on the backend and ends when the holder releases, when its lock
+        expires (a crashed holder), or after ``timeout`` seconds, whichever comes first.
+        """
+        lock = lock_key(key)
+        token = new_token()
+        try:
+            acquired, holder, left = self.backend.lock_acquire(lock, token, int(timeout * 1000))
+            if acquired or holder is None:
+                return token if acquired else None
+            self.backend.lock_wait(lock, holder, min(timeout, left / 1000))
+        except BackendError as exc:
+            self._failed(exc)
+        return None
+
+    def unlock(self, key: str, token: bytes) -> None:
+        try:
+            self.backend.lock_release(lock_key(key), token)
+        except BackendError as exc:
+            self._failed(exc)
 
     # -- values with dependencies known only after computing ---------------------------------
 

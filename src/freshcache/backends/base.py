@@ -88,6 +88,23 @@ class Backend(abc.ABC):
     def delete_many(self, keys: Sequence[str]) -> None:
         self.delete_and_get(keys, ())
 
+    # -- the dog-pile lock: one computes, the others block until it signals --------------------
+    #
+    # ``key`` and its signal share a hash tag, so that the one script touching both stays in
+    # one slot of a cluster.
+
+    @abc.abstractmethod
+    def lock_acquire(self, key: str, token: bytes, ttl_ms: int) -> tuple[bool, bytes | None, int]:
+        """Take ``key`` for ``ttl_ms`` unless held: (acquired, holder's token, its ms left)."""
+
+    @abc.abstractmethod
+    def lock_wait(self, key: str, holder: bytes, timeout: float) -> bool:
+        """Block (no polling) until ``holder`` releases ``key`` or ``timeout`` seconds pass."""
+
+    @abc.abstractmethod
+    def lock_release(self, key: str, token: bytes) -> None:
+        """Wake every waiter of this holder, and delete ``key`` if ``token`` still holds it."""
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """True when the engine answers; raises BackendError when it does not."""

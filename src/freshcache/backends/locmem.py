@@ -19,6 +19,13 @@ __all__ = ["LocMemBackend"]
 
 _stores: dict[str, tuple[OrderedDict[str, tuple[bytes, float | None]], threading.Lock]] = {}
 _stores_lock = threading.Lock()
+_conditions: dict[str, threading.Condition] = {}
+#: How long a release signal stays readable for late waiters (seconds).
+SIGNAL_TTL = 10.0
+
+
+def _signal_key(key: str, token: bytes) -> str:
+    return f"{key}:{token.decode()}"
 
 
 class LocMemBackend(Backend):
@@ -33,6 +40,7 @@ class LocMemBackend(Backend):
             if name not in _stores:
                 _stores[name] = (OrderedDict(), threading.Lock())
             self._data, self._lock = _stores[name]
+            self._signalled = _conditions.setdefault(name, threading.Condition(self._lock))
 
     # All helpers below expect self._lock to be held.
 
@@ -101,6 +109,37 @@ class LocMemBackend(Backend):
             for key in delete:
                 self._data.pop(key, None)
             return [self._get(key, now) for key in keys]
+
+    def lock_acquire(self, key: str, token: bytes, ttl_ms: int) -> tuple[bool, bytes | None, int]:
+        now = time.monotonic()
+        with self._lock:
+            holder = self._get(key, now)
+            if holder is None:
+                self._set(key, token, now + ttl_ms / 1000)
+                return True, token, ttl_ms
+            expires = self._data[key][1]
+            left = int(((expires or now) - now) * 1000)
+            return False, holder, max(left, 0)
+
+    def lock_wait(self, key: str, holder: bytes, timeout: float) -> bool:
+        signal = _signal_key(key, holder)
+        deadline = time.monotonic() + timeout
+        with self._signalled:
+            while True:
+                now = time.monotonic()
+                if self._get(signal, now) is not None:
+                    return True
+                if now >= deadline:
+                    return False
+                self._signalled.wait(deadline - now)
+
+    def lock_release(self, key: str, token: bytes) -> None:
+        now = time.monotonic()
+        with self._signalled:
+            if self._get(key, now) == token:
+                del self._data[key]
+            self._set(_signal_key(key, token), b"1", now + SIGNAL_TTL)
+            self._signalled.notify_all()
 
     def ping(self) -> bool:
         return True

@@ -22,6 +22,17 @@ __all__ = ["RedisBackend", "make_client"]
 
 _errors = wrap_errors(redis.RedisError, OSError)
 
+#: How long a release signal stays readable for late waiters.
+SIGNAL_TTL_MS = 10_000
+# One key and its signal (same hash tag, same slot): delete the lock only if still ours, then
+# leave one element for waiters to pass around.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+redis.call('rpush', KEYS[2], '1')
+redis.call('pexpire', KEYS[2], ARGV[2])
+return 1
+"""
+
 
 def client_class(dotted: str | type | None) -> type[redis.Redis]:
     if dotted is None:
@@ -83,6 +94,7 @@ class RedisBackend(Backend):
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._release = client.register_script(_RELEASE)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
 
     @classmethod
@@ -147,6 +159,29 @@ class RedisBackend(Backend):
         pipe.delete(*delete)
         pipe.mget(keys)
         return cast("list[bytes | None]", pipe.execute()[-1])
+
+    @_errors
+    def lock_acquire(self, key: str, token: bytes, ttl_ms: int) -> tuple[bool, bytes | None, int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, token, nx=True, px=ttl_ms)
+        pipe.get(key)
+        pipe.pttl(key)
+        acquired, holder, left = pipe.execute()
+        return bool(acquired), holder, max(int(left), 0)
+
+    @_errors
+    def lock_wait(self, key: str, holder: bytes, timeout: float) -> bool:
+        signal = f"{key}:{holder.decode()}"
+        limit = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        if limit:
+            timeout = min(timeout, float(limit) * 0.9)  # block less than the socket allows
+        # BLMOVE-style wait on a one-element list that every waiter pops and pushes back, so a
+        # single release wakes them all (and late arrivals find it until it expires).
+        return self.client.brpoplpush(signal, signal, max(timeout, 0.01)) is not None
+
+    @_errors
+    def lock_release(self, key: str, token: bytes) -> None:
+        self._release(keys=[key, f"{key}:{token.decode()}"], args=[token, SIGNAL_TTL_MS])
 
     @_errors
     def ping(self) -> bool:
