@@ -11,9 +11,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LIBRARIES", "REPO_ROOT", "STATE_REDIS_DB", "Config", "Library", "MixedConfig"]
+__all__ = [
+    "HIT_OPS",
+    "LIBRARIES",
+    "MICRO_OPS",
+    "REPO_ROOT",
+    "STATE_REDIS_DB",
+    "Config",
+    "Library",
+    "MixedConfig",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Operations served from a warm cache; each also gets a floor (see benchmarks/micro.py).
+HIT_OPS = (
+    "get_pk",
+    "get_slug",
+    "fetch_1",
+    "fetch_20",
+    "fetch_200",
+    "count",
+    "exists",
+    "aggregate",
+    "select_related",
+)
+#: Every micro operation, in the order they run (the misses need keys nothing read yet).
+MICRO_OPS = (
+    *HIT_OPS,
+    "miss_get_pk",
+    "miss_fetch_20",
+    "miss_after_write",
+    "save",
+    "invalidate_model",
+    "cache_key",
+)
 
 #: The Redis database the mixed workload keeps its bookkeeping in (versions, locks).
 STATE_REDIS_DB = 15
@@ -102,8 +134,10 @@ class Config:
     quick: bool = False
     rows: int = 10_000
     categories: int = 50
+    #: Timed runs per operation, split into ``rounds`` batches interleaved across libraries.
     iterations: int = 2000
     warmup: int = 200
+    rounds: int = 5
     invalidate_keys: int = 10_000
     invalidate_repeats: int = 2
     mixed: MixedConfig = field(default_factory=MixedConfig)
@@ -116,6 +150,7 @@ class Config:
             quick=True,
             iterations=300,
             warmup=100,
+            rounds=3,
             invalidate_keys=2000,
             invalidate_repeats=1,
             mixed=MixedConfig(duration=2.5, warmup=0.5, long=long),

@@ -26,9 +26,8 @@ from django.db.models import Count, Sum
 from benchmarks.adapters import Adapter, NotAvailable, QueryCounter
 from benchmarks.benchapp.models import Item
 from benchmarks.config import Config
-from benchmarks.stats import summarize
 
-__all__ = ["run_micro"]
+__all__ = ["Micro"]
 
 HOT = 100  # distinct keys a hit operation rotates over
 HOT_CATEGORIES = 10
@@ -42,8 +41,8 @@ class Op:
     prepare: Callable[[int], Any] = int
     hit: bool = True
     warmup: bool = True
-    iterations: int | None = None
     floor: bool = False
+    floor_keys: int = 0
 
 
 @dataclass
@@ -101,7 +100,6 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
         for pk in keys.all_pks[: config.invalidate_keys]:
             Item.objects.get(pk=pk)
 
-    miss_iterations = min(config.iterations, (len(keys.cold) - config.warmup) // 2)
     return [
         Op("get_pk", lambda i: Item.objects.get(pk=hot[i % HOT]), floor=True),
         Op("get_slug", lambda i: Item.objects.get(slug=slugs[i % HOT]), floor=True),
@@ -135,7 +133,6 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
             lambda pk: Item.objects.get(pk=pk),
             prepare=lambda i: next(cold),
             hit=False,
-            iterations=miss_iterations,
         ),
         Op(
             "miss_fetch_20",
@@ -151,7 +148,6 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
             fill_for_invalidate,
             hit=False,
             warmup=False,
-            iterations=config.invalidate_repeats,
         ),
         Op("cache_key", adapter.cache_key, lambda i: Item.objects.filter(pk=hot[i % HOT]), hit=False),
     ]
@@ -177,13 +173,14 @@ def capture_reads() -> Iterator[list[str]]:
         redis.Redis.execute_command = original  # type: ignore[method-assign]
 
 
-def time_op(op: Op, iterations: int, warmup: int) -> list[int]:
-    for i in range(warmup):
+def time_op(op: Op, start: int, iterations: int, warmup: int) -> list[int]:
+    """Run ``warmup`` untimed then ``iterations`` timed calls; ``start`` numbers the first."""
+    for i in range(start, start + warmup):
         op.run(op.prepare(i))
     gc.collect()
     samples: list[int] = []
     clock = time.perf_counter_ns
-    for i in range(warmup, warmup + iterations):
+    for i in range(start + warmup, start + warmup + iterations):
         arg = op.prepare(i)
         t0 = clock()
         op.run(arg)
@@ -198,62 +195,78 @@ def queries_during(run: Callable[[], object]) -> int:
     return counter.count
 
 
-def run_micro(
-    config: Config,
-    adapter: Adapter,
-    redis_url: str | None,
-    progress: Callable[[str], None],
-) -> dict[str, Any]:
-    keys = Keys.make(config)
-    results: dict[str, Any] = {"ops": {}, "floor": {}, "key_api": adapter.key_api}
-    ops = operations(config, keys, adapter)
-    for n, op in enumerate(ops, 1):
-        iterations = op.iterations if op.iterations is not None else config.iterations
-        warmup = max(config.warmup, HOT) if op.warmup else 0
-        started = time.monotonic()
-        entry: dict[str, Any] = {}
-        if op.name in CACHE_ONLY and not adapter.caches:
-            results["ops"][op.name] = {"summary": None, "note": "n/a"}
-            continue
+class Micro:
+    """The operations of one library's process, timed in batches the driver interleaves.
+
+    Each operation remembers how far it got, so a cold miss never reads a key twice and the
+    rotation over hot keys goes on from batch to batch.
+    """
+
+    def __init__(self, config: Config, adapter: Adapter, redis_url: str | None) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.redis_url = redis_url
+        self.keys = Keys.make(config)
+        self.ops = {op.name: op for op in operations(config, self.keys, adapter)}
+        self.done: dict[str, int] = {}
+        self.floors: dict[str, Op | None] = {}
+
+    def available(self, name: str) -> bool:
+        return name not in CACHE_ONLY or self.adapter.caches
+
+    def batch(self, name: str, iterations: int, warmup: int) -> list[int] | None:
+        """Timed samples (ns) of ``iterations`` runs; None when the library has no such thing."""
+        op = self.ops[name]
+        if not self.available(name):
+            return None
+        start = self.done.get(name, 0)
         try:
-            samples = time_op(op, iterations, warmup)
+            samples = time_op(op, start, iterations, warmup if op.warmup else 0)
         except NotAvailable:
-            results["ops"][op.name] = {"summary": None, "note": "n/a"}
-            progress(f"micro {n}/{len(ops)} {op.name}: n/a")
-            continue
-        entry["summary"] = summarize(samples)
+            return None
+        self.done[name] = start + iterations + (warmup if op.warmup else 0)
+        return samples
+
+    def check(self, name: str) -> dict[str, Any]:
+        """After the timed runs: did a hit really skip the database; did invalidation work."""
+        op = self.ops[name]
+        out: dict[str, Any] = {}
         if op.hit:
-            entry["queries_on_hit"] = queries_during(lambda: op.run(op.prepare(0)))
-        if op.name == "invalidate_model":
-            entry["keys"] = config.invalidate_keys
-            entry["queries_after"] = queries_during(lambda: Item.objects.get(pk=keys.all_pks[0]))
-        results["ops"][op.name] = entry
-        s = entry["summary"]
-        progress(
-            f"micro {n}/{len(ops)} {op.name}: median {s['median_us']:.1f} us, "
-            f"p99 {s['p99_us']:.1f} us ({iterations} runs, {time.monotonic() - started:.1f}s)"
-        )
-        if op.floor and redis_url is not None:
-            results["floor"][op.name] = floor(op, adapter, redis_url, iterations)
-    return results
+            out["queries_on_hit"] = queries_during(lambda: op.run(op.prepare(0)))
+        if name == "invalidate_model" and self.available(name):
+            first = self.keys.all_pks[0]
+            out["keys"] = self.config.invalidate_keys
+            out["queries_after"] = queries_during(lambda: Item.objects.get(pk=first))
+        return out
 
+    def floor_batch(self, name: str, iterations: int, warmup: int) -> dict[str, Any] | None:
+        """Samples of the raw MGET + decode of the keys this operation's hits read."""
+        if self.redis_url is None or not self.ops[name].floor:
+            return None
+        if name not in self.floors:
+            self.floors[name] = self._floor_op(self.ops[name])
+        floor = self.floors[name]
+        if floor is None:
+            return None
+        start = self.done.get("floor:" + name, 0)
+        samples = time_op(floor, start, iterations, warmup)
+        self.done["floor:" + name] = start + iterations + warmup
+        return {"samples": samples, "keys": floor.floor_keys}
 
-def floor(op: Op, adapter: Adapter, redis_url: str, iterations: int) -> Any:
-    """A raw MGET of the keys one hit read, plus decoding, over the same rotation of keys."""
-    import redis
+    def _floor_op(self, op: Op) -> Op | None:
+        import redis
 
-    variants: list[list[str]] = []
-    for i in range(HOT):
-        with capture_reads() as keys:
-            op.run(op.prepare(i))
-        variants.append(keys)
-    if not all(variants):
-        return None
-    client = redis.Redis.from_url(redis_url)
+        variants: list[list[str]] = []
+        for i in range(HOT):
+            with capture_reads() as keys:
+                op.run(op.prepare(i))
+            variants.append(keys)
+        if not all(variants):
+            return None
+        client = redis.Redis.from_url(self.redis_url)  # type: ignore[arg-type]
+        decode = self.adapter.decode_floor
 
-    def run(i: int) -> object:
-        return adapter.decode_floor(client.mget(variants[i % HOT]))
+        def run(i: int) -> object:
+            return decode(client.mget(variants[i % HOT]))
 
-    samples = time_op(Op(op.name, run), iterations, HOT)
-    client.close()
-    return {"summary": summarize(samples), "keys": len(variants[0])}
+        return Op(op.name, run, floor_keys=len(variants[0]))

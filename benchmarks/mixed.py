@@ -27,12 +27,11 @@ import threading
 import time
 import traceback
 from array import array
-from collections.abc import Callable
 from typing import Any
 
 from benchmarks.stats import summarize
 
-__all__ = ["run_mixed"]
+__all__ = ["run_cell"]
 
 _START_TIMEOUT = 180.0
 _STALE_EXAMPLES = 5
@@ -84,6 +83,7 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
     connection.execute_wrappers.append(counter)
     rng = random.Random(1000 * spec["seed"] + index)
     pick = Zipf(spec["rows"], spec["zipf_s"], rng)
+    ns: str = spec["namespace"]
     write_ratio: float = spec["write_ratio"]
     check_rate: float = spec["check_rate"]
 
@@ -106,18 +106,18 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
         pk = pick()
         touched.add(pk)
         if rng.random() < write_ratio:
-            lock = f"lock:{pk}"
+            lock = f"{ns}:lock:{pk}"
             if not state.set(lock, index, nx=True, px=10_000):
                 lock_skips += 1
                 overhead += clock() - t_loop if measured else 0
                 continue
-            version = int(state.incr("seq"))
+            version = int(state.incr(f"{ns}:seq"))
             t0 = clock()
             obj = Item.objects.get(pk=pk)
             obj.version = version
             obj.save()
             t1 = clock()
-            state.hset("version", str(pk), version)
+            state.hset(f"{ns}:version", str(pk), version)
             state.delete(lock)
             if measured:
                 writes.append(t1 - t0)
@@ -126,7 +126,7 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
         check = rng.random() < check_rate
         before = 0
         if check:
-            raw = state.hget("version", str(pk))
+            raw = state.hget(f"{ns}:version", str(pk))
             before = int(raw) if raw else 0
         by_slug = rng.random() < 0.5
         queries = counter.count
@@ -281,38 +281,3 @@ def run_cell(
         "touched": len(touched),
         "memory": memory,
     }
-
-
-def run_mixed(
-    config: Any,
-    lib: Any,
-    spec: dict[str, Any],
-    redis_url: str | None,
-    progress: Callable[[str], None],
-) -> dict[str, Any]:
-    """Every (workers, write ratio) cell, then the memory cell again 10x longer if asked."""
-    mixed = config.mixed
-    workers = mixed.workers if lib.shared else [1]
-    cells: list[dict[str, Any]] = []
-    total = len(workers) * len(mixed.write_ratios)
-    for n in workers:
-        for ratio in mixed.write_ratios:
-            cell = run_cell(spec, n, ratio, mixed.duration, redis_url)
-            cells.append(cell)
-            progress(
-                f"mixed {len(cells)}/{total} workers={n} writes={ratio:.0%}: "
-                f"{cell['throughput']:.0f} ops/s, read p50 {cell['read']['median_us']:.0f} us, "
-                f"hits {cell['hit_ratio'] or 0:.0%}, stale {cell['stale']}/{cell['checked']}"
-            )
-    result: dict[str, Any] = {"cells": cells, "long": None}
-    if mixed.long and redis_url is not None:
-        n, ratio = mixed.memory_cell
-        duration = mixed.duration * mixed.long_factor
-        progress(f"mixed long run: workers={n} writes={ratio:.0%} for {duration:.0f}s")
-        cell = run_cell(spec, n, ratio, duration, redis_url)
-        result["long"] = cell
-        progress(
-            f"mixed long run: {cell['memory']['keys']} keys, "
-            f"{cell['memory']['delta'] / 2**20:.1f} MiB, stale {cell['stale']}/{cell['checked']}"
-        )
-    return result

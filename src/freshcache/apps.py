@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save
 
 
 class FreshcacheConfig(AppConfig):
@@ -16,9 +16,11 @@ class FreshcacheConfig(AppConfig):
     def ready(self) -> None:
         from freshcache import checks  # noqa: F401 - registers the system checks
         from freshcache.install import install
+        from freshcache.invalidation import cache_on_save
 
         install()
         post_migrate.connect(_migrated, dispatch_uid="freshcache.post_migrate")
+        post_save.connect(cache_on_save, dispatch_uid="freshcache.cache_on_save")
 
 
 def _migrated(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:

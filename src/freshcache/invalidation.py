@@ -15,6 +15,7 @@ Invalidations inside a transaction run at commit (see :mod:`freshcache.transacti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -309,6 +310,37 @@ def _write_with_old_values(
                 rows.append(row_conj_values(model, values))
     request(using, [TableChange(table=table, rows=rows, columns=columns)])
     return result
+
+
+# -- cache_on_save ----------------------------------------------------------------------------
+
+
+def cache_on_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
+    """``post_save``: with ``cache_on_save`` in the model's profile, fill the cache entry of
+    ``Model.objects.get(pk=...)`` (or ``get(<field>=...)``) once the write is committed.
+
+    The entry is filled by running that very query through the cache right after our
+    invalidation, rather than by forging rows from the instance: the cached rows are then
+    exactly what the database returns, converters and all.
+    """
+    from freshcache.conf import profile_for
+
+    if not settings.ENABLED:
+        return
+    profile = profile_for(sender)
+    if profile is None or not profile.cache_on_save:
+        return
+    field = "pk" if profile.cache_on_save is True else str(profile.cache_on_save)
+    lookup = {field: getattr(instance, "pk" if field == "pk" else field, None)}
+    if lookup[field] is None:
+        return
+    manager = sender._default_manager.db_manager(using)
+
+    def fill() -> None:
+        with contextlib.suppress(sender.DoesNotExist, sender.MultipleObjectsReturned):
+            manager.cache(ops="get").get(**lookup)
+
+    transaction.on_commit(fill, using=using)
 
 
 # -- public API -----------------------------------------------------------------------------------

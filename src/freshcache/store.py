@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 #: Stamps outlive the values that use them by this many seconds.
 STAMP_MARGIN = 60
+#: After a failure (with degrade), the backend is tried again after this many seconds.
+RETRY_INTERVAL = 1.0
 _SCHEME_SEP = b";"
 
 
@@ -147,11 +150,16 @@ class Store:
         self._schemes: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._down = False
+        self._retry_at = 0.0
         # Invalidations that could not be delivered: registry/global keys to delete on recovery.
         self._missed: set[str] = set()
 
     @property
     def backend(self) -> Backend:
+        """The backend; during an outage (with degrade) not even tried until the next retry
+        slot, so that requests do not each wait for a connection timeout."""
+        if self._down and time.monotonic() < self._retry_at and settings.DEGRADE_ON_FAILURE:
+            raise BackendError("the backend is unavailable; the next try is due shortly")
         return self._backend()
 
     # -- failure handling -------------------------------------------------------------------------
@@ -162,6 +170,7 @@ class Store:
             self._missed.update(missed)
             first = not self._down
             self._down = True
+            self._retry_at = time.monotonic() + RETRY_INTERVAL
         if not settings.DEGRADE_ON_FAILURE:
             raise exc
         if first:

@@ -1,0 +1,180 @@
+"""Production behaviours: cache_on_save, switches, prefixes, sizes, degrade on failure."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.db import transaction
+from django.test import override_settings
+
+from freshcache.conf import QueryDescriptor
+from freshcache.exceptions import BackendError
+from freshcache.store import store
+from tests.testapp.models import Category, Post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ON_SAVE = {
+    "testapp.category": {"ops": "all", "timeout": 60, "cache_on_save": True},
+    "testapp.author": {"ops": "all", "timeout": 60, "cache_on_save": "name"},
+    "testapp.*": {"ops": "all", "timeout": 60},
+}
+
+
+def no_queries(queries: Any, read: Any) -> Any:
+    with queries() as q:
+        value = read()
+    assert q.count == 0, q.context.captured_queries
+    return value
+
+
+@override_settings(FRESHCACHE=ON_SAVE)
+def test_cache_on_save_by_pk(queries: Any) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    got = no_queries(queries, lambda: Category.objects.get(pk=category.pk))
+    assert got.title == "one"
+    category.title = "uno"
+    category.save()
+    assert no_queries(queries, lambda: Category.objects.get(pk=category.pk)).title == "uno"
+
+
+@override_settings(FRESHCACHE=ON_SAVE)
+def test_cache_on_save_by_field_and_in_a_transaction(queries: Any) -> None:
+    from tests.testapp.models import Author
+
+    with transaction.atomic():
+        Author.objects.create(name="Ann", email="a@example.com")
+    got = no_queries(queries, lambda: Author.objects.get(name="Ann"))
+    assert got.email == "a@example.com"
+
+
+def test_disabled_is_a_no_op_switchable_per_test(queries: Any) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    with override_settings(FRESHCACHE_ENABLED=False):
+        Category.objects.get(pk=category.pk)
+        with queries() as q:
+            Category.objects.get(pk=category.pk)
+        assert q.count == 1
+        assert store.backend.get_many(["fc:g"]) == [None]  # nothing was written
+    Category.objects.get(pk=category.pk)
+    no_queries(queries, lambda: Category.objects.get(pk=category.pk))
+
+
+def test_values_over_the_size_limit_are_not_cached(
+    queries: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    category = Category.objects.create(title="x" * 50, slug="one")
+    with override_settings(FRESHCACHE_MAX_VALUE_SIZE=40), caplog.at_level(logging.DEBUG):
+        assert Category.objects.get(pk=category.pk).title == "x" * 50
+        with queries() as q:
+            Category.objects.get(pk=category.pk)
+        assert q.count == 1
+    assert "over the limit" in caplog.text
+
+
+# -- prefixes -------------------------------------------------------------------------------
+
+tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="a")
+
+
+def tenant_prefix(query: QueryDescriptor) -> str:
+    assert query.db == "default" and query.dbs == ("default",)
+    return f"t-{tenant.get()}:"
+
+
+@override_settings(FRESHCACHE_PREFIX="tests.test_production.tenant_prefix")
+def test_callable_prefix_separates_tenants_and_invalidation_follows(queries: Any) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(pk=category.pk).title == "one"
+    no_queries(queries, lambda: Category.objects.get(pk=category.pk))
+    token = tenant.set("b")
+    try:
+        with queries() as q:
+            Category.objects.get(pk=category.pk)  # tenant b has its own entries
+        assert q.count == 1
+        Category.objects.filter(pk=category.pk).update(title="b-write")  # b's prefix
+    finally:
+        tenant.reset(token)
+    # The write went through tenant b's prefix: tenant a's entry is a different namespace,
+    # which is what schema-per-tenant setups want (each tenant its own rows).
+    assert store.backend.get_many(["t-a:g"])[0] is not None
+
+
+# -- degrade on failure ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server this test may stop, freeze and restart."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="freshcache-redis-")
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", workdir]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0?socket_timeout=0.3&socket_connect_timeout=0.3", process
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        process.wait(10)
+
+
+def test_degrade_survives_an_outage_without_stale_reads(
+    own_redis: tuple[str, subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, process = own_redis
+    category = Category.objects.create(title="one", slug="one")
+    with override_settings(
+        FRESHCACHE_BACKEND="redis", FRESHCACHE_REDIS=url, FRESHCACHE_DEGRADE_ON_FAILURE=True
+    ):
+        assert [p.title for p in Post.objects.filter(category=category)] == []
+        Post.objects.create(title="a", category=category)
+        assert [p.title for p in Post.objects.filter(category=category)] == ["a"]  # cached
+        os.kill(process.pid, signal.SIGSTOP)  # Redis unreachable, its data intact
+        with caplog.at_level(logging.WARNING, logger="freshcache"):
+            Post.objects.create(title="b", category=category)  # invalidation cannot go out
+            assert [p.title for p in Post.objects.filter(category=category)] == ["a", "b"]
+            Post.objects.filter(title="a").update(title="aa")
+            assert [p.title for p in Post.objects.filter(category=category)] == ["aa", "b"]
+        assert caplog.text.count("unavailable") == 1, "one warning per outage"
+        os.kill(process.pid, signal.SIGCONT)  # back, still holding the old cached rows
+        store._retry_at = 0.0  # do not wait for the next retry slot
+        assert [p.title for p in Post.objects.filter(category=category)] == ["aa", "b"]
+        assert [p.title for p in Post.objects.filter(category=category)] == ["aa", "b"]
+
+
+def test_without_degrade_an_outage_is_a_clear_error(
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = own_redis
+    category = Category.objects.create(title="one", slug="one")
+    process.terminate()
+    process.wait(10)
+    with override_settings(FRESHCACHE_BACKEND="redis", FRESHCACHE_REDIS=url):
+        with pytest.raises(BackendError):
+            list(Post.objects.filter(category=category))
+        with override_settings(FRESHCACHE_DEGRADE_ON_FAILURE=True):
+            assert list(Post.objects.filter(category=category)) == []
