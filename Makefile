@@ -66,8 +66,15 @@ demo: venv ## run the example project's demo
 stress: ## concurrency stress test (placeholder)
 	@echo "stress: not yet"
 
-bench: ## benchmarks (placeholder)
-	@echo "bench: not yet"
+# Knobs for bench (see docs/benchmarks.md): QUICK=1 (a ~2-minute smoke run), LONG=1 (adds the
+# 10x longer Redis-memory run), LIBS=freshcache,cacheops (a subset), BENCH_ARGS (more run.py flags).
+QUICK ?=
+LONG ?=
+LIBS ?=
+BENCH_ARGS ?=
+bench: ## freshcache vs no cache, cacheops, cachalot -> docs/benchmarks.md (QUICK=1, LONG=1)
+	@benchmarks/bench.sh $(if $(filter 1 yes true,$(QUICK)),--quick) \
+		$(if $(filter 1 yes true,$(LONG)),--long) $(if $(LIBS),--libs $(LIBS)) $(BENCH_ARGS)
 
 docs: ## build the documentation into site/ (if mkdocs.yml exists)
 	@if [ -f mkdocs.yml ]; then \

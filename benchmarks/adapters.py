@@ -69,7 +69,7 @@ class Cacheops(Adapter):
         # What a hit computes before its round trip: the key, and the conjunctions it passes along.
         from cacheops.tree import dnfs
 
-        return qs._cache_key(), dnfs(qs)  # type: ignore[attr-defined]
+        return qs._cache_key(), dnfs(qs)
 
     def decode_floor(self, values: Sequence[bytes | None]) -> object:
         return [pickle.loads(v) for v in values if v is not None]
@@ -130,6 +130,7 @@ class Freshcache(Adapter):
 
     def decode_floor(self, values: Sequence[bytes | None]) -> object:
         import msgpack
+
         from freshcache.serializers import loads_rows
 
         raw = values[0]

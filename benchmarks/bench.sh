@@ -62,7 +62,6 @@ else
     services_install_missing
     services_start
 fi
-export BENCH_PG_BIN="$(pg_bindir || true)"
 
 cd "$REPO_ROOT"
 rc=0

@@ -136,7 +136,9 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
         ),
         Op(
             "miss_fetch_20",
-            lambda x: list(Item.objects.filter(category_id=1 + x % ncat, id__gte=x).order_by("id")[:20]),
+            lambda x: list(
+                Item.objects.filter(category_id=1 + x % ncat, id__gte=x).order_by("id")[:20]
+            ),
             prepare=lambda i: 1 + i,
             hit=False,
         ),
@@ -149,7 +151,12 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
             hit=False,
             warmup=False,
         ),
-        Op("cache_key", adapter.cache_key, lambda i: Item.objects.filter(pk=hot[i % HOT]), hit=False),
+        Op(
+            "cache_key",
+            adapter.cache_key,
+            lambda i: Item.objects.filter(pk=hot[i % HOT]),
+            hit=False,
+        ),
     ]
 
 
@@ -267,6 +274,6 @@ class Micro:
         decode = self.adapter.decode_floor
 
         def run(i: int) -> object:
-            return decode(client.mget(variants[i % HOT]))
+            return decode(client.mget(variants[i % HOT]))  # type: ignore[arg-type]
 
         return Op(op.name, run, floor_keys=len(variants[0]))

@@ -41,6 +41,9 @@ OTHER_OPS = [
 FC = "freshcache"
 FC_LOCAL = "freshcache-locmem"
 PEERS = ("none", "cacheops", "cachalot")
+TIMES = "\u00d7"  # the multiplication sign, for ratios
+DASH = "\u2013"  # an en dash, for empty cells
+
 #: Issue #7's latency target that this suite can check directly.
 TARGET_GET_RATIO = 0.6
 
@@ -50,7 +53,7 @@ TARGET_GET_RATIO = 0.6
 
 def us(value: float | None) -> str:
     if value is None or math.isnan(value):
-        return "–"
+        return DASH
     if value >= 10_000:
         return f"{value / 1000:.1f} ms"
     if value >= 100:
@@ -64,7 +67,7 @@ def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
         return "n/a"
     r = a / b
-    return f"{r:.2f}×" if r < 10 else f"{r:.0f}×"
+    return f"{r:.2f}{TIMES}" if r < 10 else f"{r:.0f}{TIMES}"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -74,7 +77,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def mib(n: int | None) -> str:
-    return "–" if n is None else f"{n / 2**20:.1f} MiB"
+    return DASH if n is None else f"{n / 2**20:.1f} MiB"
 
 
 # -- access ---------------------------------------------------------------------------------------
@@ -140,8 +143,10 @@ def section_machine(r: Run) -> str:
         ("Django", r.version(any_lib, "django")),
         ("PostgreSQL", r.version(any_lib, "postgresql")),
         ("Redis", r.version(any_lib, "redis_server")),
-        ("redis-py / hiredis / psycopg", " / ".join(
-            r.version(any_lib, k) for k in ("redis_py", "hiredis", "psycopg"))),
+        (
+            "redis-py / hiredis / psycopg",
+            " / ".join(r.version(any_lib, k) for k in ("redis_py", "hiredis", "psycopg")),
+        ),
     ]
     for lib in r.ids:
         dist = next(x["dist"] for x in r.libs if x["id"] == lib)
@@ -196,14 +201,16 @@ def section_other(r: Run) -> str:
     rows = []
     for name, label in OTHER_OPS:
         if name == "invalidate_model":
-            keys = next(
-                (e["keys"] for i in r.ids if (e := r.op(i, name)) and e.get("keys")), None
-            )
+            keys = next((e["keys"] for i in r.ids if (e := r.op(i, name)) and e.get("keys")), None)
             label = f"invalidate_model, {keys:,} keys cached" if keys else label
         rows.append([label, *(cell_text(r.op(i, name)) for i in r.ids)])
     miss = ["get(pk=) cold miss ÷ no cache"]
     for i in r.ids:
-        miss.append("–" if i == "none" else ratio(r.median(i, "miss_get_pk"), r.median("none", "miss_get_pk")))
+        miss.append(
+            DASH
+            if i == "none"
+            else ratio(r.median(i, "miss_get_pk"), r.median("none", "miss_get_pk"))
+        )
     rows.append(miss)
     return table(header, rows)
 
@@ -212,15 +219,18 @@ def section_floors(r: Run) -> str:
     libs = [i for i in ("cacheops", "cachalot", FC) if i in r.ids]
     header = ["operation"]
     for i in libs:
-        header += [f"{r.labels[i]} hit", f"its floor (keys)", "hit ÷ floor"]
+        header += [f"{r.labels[i]} hit", "its floor (keys)", "hit ÷ floor"]
     rows = []
     for name, label in HIT_OPS:
         row = [label]
         for i in libs:
             f = r.floor(i, name)
             keys = f" ({f['keys']})" if f else ""
-            row += [us(r.median(i, name)), us(r.floor_median(i, name)) + keys,
-                    ratio(r.median(i, name), r.floor_median(i, name))]
+            row += [
+                us(r.median(i, name)),
+                us(r.floor_median(i, name)) + keys,
+                ratio(r.median(i, name), r.floor_median(i, name)),
+            ]
         rows.append(row)
     return table(header, rows)
 
@@ -237,7 +247,7 @@ def section_throughput(r: Run) -> str:
         row = [f"{w:.0%}", str(n)]
         for i in r.ids:
             cell = r.cell(i, n, w)
-            row.append(f"{cell['throughput']:,.0f}" if cell else "–")
+            row.append(f"{cell['throughput']:,.0f}" if cell else DASH)
         rows.append(row)
     return table(header, rows)
 
@@ -250,7 +260,7 @@ def section_latency(r: Run) -> str:
         for i in r.ids:
             cell = r.cell(i, n, w)
             if not cell:
-                row.append("–")
+                row.append(DASH)
                 continue
             hits = "" if i == "none" else f" · {cell['hit_ratio']:.0%} hits"
             row.append(
@@ -275,8 +285,16 @@ def section_stale(r: Run) -> tuple[str, list[str]]:
         reads = sum(c["reads"] for c in cells)
         worst = [c for c in cells if c["stale"]]
         where = ", ".join(f"{c['workers']}w/{c['write_ratio']:.0%}: {c['stale']}" for c in worst)
-        rows.append([r.labels[i], f"{reads:,}", f"{checked:,}", f"**{stale}**" if stale else "0",
-                     f"{differs:,}", where or "–"])
+        rows.append(
+            [
+                r.labels[i],
+                f"{reads:,}",
+                f"{checked:,}",
+                f"**{stale}**" if stale else "0",
+                f"{differs:,}",
+                where or DASH,
+            ]
+        )
         for c in worst:
             for e in c["stale_examples"]:
                 details.append(
@@ -286,14 +304,20 @@ def section_stale(r: Run) -> tuple[str, list[str]]:
                     f"{e['committed_before_read']} had committed; the database then had "
                     f"{e['in_db_after']}"
                 )
-    header = ["library", "timed reads", "reads checked", "stale", "differs (any reason)",
-              "stale by cell"]
+    header = [
+        "library",
+        "timed reads",
+        "reads checked",
+        "stale",
+        "differs (any reason)",
+        "stale by cell",
+    ]
     return table(header, rows), details
 
 
 def _memory_row(label: str, cell: dict[str, Any] | None) -> list[str]:
     if not cell or not cell.get("memory"):
-        return [label, "–", "–", "–", "–", "–"]
+        return [label, DASH, DASH, DASH, DASH, DASH]
     mem = cell["memory"]
     touched = max(cell["touched"], 1)
     return [
@@ -315,9 +339,19 @@ def section_memory(r: Run) -> str:
         rows.append(_memory_row(r.labels[i], r.cell(i, n, w)))
         long = (r.results.get(i, {}).get("mixed") or {}).get("long")
         if long:
-            rows.append(_memory_row(f"{r.labels[i]}, {r.raw['config']['mixed']['long_factor']}× longer", long))
-    header = ["library", "workload", "keys", "used_memory (over empty)", "items touched",
-              "per item touched"]
+            rows.append(
+                _memory_row(
+                    f"{r.labels[i]}, {r.raw['config']['mixed']['long_factor']}{TIMES} longer", long
+                )
+            )
+    header = [
+        "library",
+        "workload",
+        "keys",
+        "used_memory (over empty)",
+        "items touched",
+        "per item touched",
+    ]
     return table(header, rows)
 
 
@@ -337,8 +371,9 @@ def bounded_verdicts(r: Run) -> list[str]:
         verdict = "stays bounded" if growth < 1.5 else "keeps growing"
         out.append(
             f"**{r.labels[i]}**: {verdict} — per item touched, {keys_short:.1f} → {keys_long:.1f} "
-            f"keys and {per_short:,.0f} → {per_long:,.0f} bytes ({growth:.2f}×) while the run "
-            f"made {long['writes'] / max(short['writes'], 1):.0f}× as many writes."
+            f"keys and {per_short:,.0f} → {per_long:,.0f} bytes ({growth:.2f}{TIMES}) "
+            f"while the run made {long['writes'] / max(short['writes'], 1):.0f}{TIMES} "
+            "as many writes."
         )
     return out
 
@@ -354,7 +389,7 @@ def section_targets(r: Run) -> list[str]:
         value = ours / theirs
         status = "met" if value <= TARGET_GET_RATIO else "**not met**"
         out.append(
-            f"- {label} hit ≤ {TARGET_GET_RATIO}× cacheops: measured {value:.2f}× "
+            f"- {label} hit ≤ {TARGET_GET_RATIO}{TIMES} cacheops: measured {value:.2f}{TIMES} "
             f"({us(ours)} µs vs {us(theirs)} µs) — {status}."
         )
     return out
@@ -414,7 +449,7 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         f"Median / p99 in microseconds over {config['iterations']:,} timed runs after "
         f"{max(config['warmup'], 100)} warm-up runs, each rotating over 100 keys (items) or 10 "
-        "categories, all cached. A † marks a \"hit\" that still sent a query to the database. "
+        'categories, all cached. A † marks a "hit" that still sent a query to the database. '
         "The floor is the same freshcache payloads fetched with a raw redis-py `MGET` of the "
         "keys the hit read, plus msgpack decoding of the rows, without building model "
         "instances: what any Redis-backed cache has to pay at least.",
@@ -510,15 +545,17 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         *(
             bounded_verdicts(r)
-            or ["Whether it stays bounded is measured by `make bench LONG=1`, which reruns "
-                f"that cell {mixed['long_factor']}× longer; it was not run this time."]
+            or [
+                "Whether it stays bounded is measured by `make bench LONG=1`, which reruns "
+                f"that cell {mixed['long_factor']}{TIMES} longer; it was not run this time."
+            ]
         ),
         "",
     ]
     return "\n".join(parts)
 
 
-# -- plots ------------------------------------------------------------------------------------------
+# -- plots ----------------------------------------------------------------------------------------
 
 
 def plot_latency(r: Run, path: Path) -> None:
@@ -557,8 +594,12 @@ def plot_throughput(r: Run, path: Path) -> None:
         for i in r.ids:
             points = [(w, c["throughput"]) for w in ratios if (c := r.cell(i, n, w))]
             if points:
-                ax.plot([f"{w:.0%}" for w, _ in points], [t for _, t in points], marker="o",
-                        label=r.labels[i])
+                ax.plot(
+                    [f"{w:.0%}" for w, _ in points],
+                    [t for _, t in points],
+                    marker="o",
+                    label=r.labels[i],
+                )
         ax.set_title(f"{n} worker{'s' if n > 1 else ''}")
         ax.set_xlabel("share of writes")
         ax.grid(alpha=0.3)

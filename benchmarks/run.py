@@ -1,89 +1,57 @@
-"""The driver behind ``make bench``: venvs, one worker process per library, then the report.
+"""The driver behind ``make bench``: one worker process per library, interleaved, then the report.
 
     python -m benchmarks.run [--quick] [--long] [--libs none,cacheops,...] [--report-only]
 
 It expects the servers in ``FRESHCACHE_TEST_PG_*`` / ``FRESHCACHE_TEST_REDIS_URL`` (which
-``benchmarks/bench.sh`` starts, or reuses when already set). Each library gets its own
-PostgreSQL database and Redis database number and runs in its own process, from its own
-virtualenv: ``.venv-bench`` (freshcache from this repo, and the no-cache baseline),
-``.venv-bench-cacheops`` and ``.venv-bench-cachalot`` (the latest releases from PyPI; reinstalled
-when their requirements change, when older than a week, or with ``--upgrade``).
+``benchmarks/bench.sh`` starts, or reuses when already set). Each library runs in its own
+process (:mod:`benchmarks.worker`), from its own virtualenv (:mod:`benchmarks.venvs`), with its
+own PostgreSQL database and Redis database number. The workers live through the whole run and
+take turns: every micro operation is timed in ``rounds`` batches, library after library, and
+every mixed-workload cell runs for each library before the next cell starts, so drift and
+whatever else the machine does weigh on all libraries alike.
 
 Raw results go to ``benchmarks/.results/``; the report to ``docs/benchmarks.md`` and
-``docs/img/bench-*.png``.
+``docs/img/bench-*.png`` (:mod:`benchmarks.report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from benchmarks.config import LIBRARIES, REPO_ROOT, STATE_REDIS_DB, Config, Library
+from benchmarks.config import (
+    HIT_OPS,
+    LIBRARIES,
+    MICRO_OPS,
+    REPO_ROOT,
+    STATE_REDIS_DB,
+    Config,
+    Library,
+)
+from benchmarks.stats import summarize
 
 RESULTS = REPO_ROOT / "benchmarks" / ".results"
-STALE_AFTER = 7 * 24 * 3600  # seconds before the peers' venvs are checked for new releases
+_started = time.monotonic()
+_load: list[float] = []
 
 
 def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-# -- virtualenvs --------------------------------------------------------------------------------
-
-
-def runs(python: Path) -> bool:
-    try:
-        return subprocess.run([python, "-c", ""], capture_output=True).returncode == 0
-    except OSError:
-        return False
-
-
-def ensure_venv(lib: Library, upgrade: bool) -> Path:
-    """Create or update the library's venv; a stamp skips the work when it is current."""
-    venv = REPO_ROOT / lib.venv
-    python = venv / "bin" / "python"
-    if not lib.requirements:  # .venv-bench, made by bench.sh
-        return python
-    base = os.environ.get("BENCH_BASE_PYTHON", sys.executable)
-    django = os.environ.get("BENCH_DJANGO_SPEC", "Django>=5.2,<5.3")
-    requirements = [django, *lib.requirements]
-    stamp_file = venv / ".bench-stamp"
-    stamp = hashlib.sha256("\n".join([base, *requirements]).encode()).hexdigest()
-    fresh = (
-        stamp_file.exists()
-        and stamp_file.read_text().strip() == stamp
-        and time.time() - stamp_file.stat().st_mtime < STALE_AFTER
-        and runs(python)
+    _load.append(os.getloadavg()[0])
+    elapsed = time.monotonic() - _started
+    print(
+        f"[bench {int(elapsed // 60)}m{int(elapsed % 60):02d}s] {message}",
+        file=sys.stderr,
+        flush=True,
     )
-    if fresh and not upgrade:
-        return python
-    started = time.monotonic()
-    log(f"installing {lib.venv}: {' '.join(requirements)}")
-    if not runs(python):
-        subprocess.run([base, "-m", "venv", "--clear", venv], check=True)
-    stamp_file.unlink(missing_ok=True)
-    pip = [python, "-m", "pip", "install", "--progress-bar", "off", "--upgrade", *requirements]
-    done = subprocess.run(pip, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout + done.stderr)
-        raise SystemExit(f"pip install into {lib.venv} failed")
-    stamp_file.write_text(stamp + "\n")
-    log(f"{lib.venv} ready in {time.monotonic() - started:.0f}s")
-    return python
 
 
 # -- servers and the machine --------------------------------------------------------------------
@@ -122,64 +90,184 @@ def machine() -> dict[str, Any]:
             pass
         return None
 
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT)
+        return done.stdout.strip()
+
     mem_kb = first("/proc/meminfo", "MemTotal")
-    mem = f"{int(mem_kb.split()[0]) / 2**20:.1f} GiB" if mem_kb else "?"
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True, cwd=REPO_ROOT
-    ).stdout.strip()
+    dirty = git("status", "--porcelain", "--", "src")
     return {
         "nproc": os.cpu_count(),
         "cpu": first("/proc/cpuinfo", "model name") or platform.processor() or "?",
-        "memory": mem,
+        "memory": f"{int(mem_kb.split()[0]) / 2**20:.1f} GiB" if mem_kb else "?",
         "os": f"{platform.system()} {platform.release()}",
-        "commit": commit + (" (src/ modified)" if dirty else ""),
+        "commit": git("rev-parse", "--short", "HEAD")
+        + (" + uncommitted src/ changes" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
 
-# -- running --------------------------------------------------------------------------------------
+# -- the workers ----------------------------------------------------------------------------------
 
 
-def run_library(lib: Library, python: Path, config_file: Path, env: dict[str, str]) -> Path:
-    out = RESULTS / f"{lib.id}.json"
-    out.unlink(missing_ok=True)
-    lib_env = {
-        **os.environ,
-        **env,
-        "BENCH_DB_NAME": "bench_" + lib.id.replace("-", "_"),
-        "PYTHONPATH": str(REPO_ROOT),
-        "PYTHONUNBUFFERED": "1",
-    }
-    if lib.redis_db is not None:
-        lib_env["BENCH_REDIS_URL"] = redis_url(os.environ["FRESHCACHE_TEST_REDIS_URL"], lib.redis_db)
-    command = [str(python), "-m", "benchmarks.worker", "--lib", lib.id]
-    command += ["--config", str(config_file), "--out", str(out)]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=lib_env)
-    if done.returncode != 0 or not out.exists():
-        raise SystemExit(f"the {lib.id} run failed (exit {done.returncode})")
+class Worker:
+    """One library's process and its line-per-command JSON channel."""
+
+    def __init__(self, lib: Library, python: Path, config_file: Path, env: dict[str, str]) -> None:
+        self.lib = lib
+        lib_env = {
+            **os.environ,
+            **env,
+            "BENCH_DB_NAME": "bench_" + lib.id.replace("-", "_"),
+            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if lib.redis_db is not None:
+            base = os.environ["FRESHCACHE_TEST_REDIS_URL"]
+            lib_env["BENCH_REDIS_URL"] = redis_url(base, lib.redis_db)
+        command = [str(python), "-m", "benchmarks.worker", "--lib", lib.id]
+        self.proc = subprocess.Popen(
+            [*command, "--config", str(config_file)],
+            cwd=REPO_ROOT,
+            env=lib_env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info: dict[str, Any] = {}
+
+    def _read(self) -> Any:
+        stdout: IO[str] = self.proc.stdout  # type: ignore[assignment]
+        line = stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.lib.id} worker exited (code {self.proc.wait()})")
+        message = json.loads(line)
+        if "error" in message:
+            raise SystemExit(f"the {self.lib.id} worker failed:\n{message['error']}")
+        return message
+
+    def ready(self) -> None:
+        self.info = self._read()["ready"]
+
+    def ask(self, **command: Any) -> Any:
+        stdin: IO[str] = self.proc.stdin  # type: ignore[assignment]
+        stdin.write(json.dumps(command) + "\n")
+        stdin.flush()
+        return self._read()["result"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write('{"cmd": "quit"}\n')  # type: ignore[union-attr]
+                self.proc.stdin.close()  # type: ignore[union-attr]
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def turns(workers: list[Worker], round_: int) -> list[Worker]:
+    """The workers in a rotated order, so no library always goes first."""
+    k = round_ % len(workers)
+    return workers[k:] + workers[:k]
+
+
+def fmt_us(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def run_micro(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {w.lib.id: {"ops": {}, "floor": {}} for w in workers}
+    steps = [(op, False) for op in MICRO_OPS] + [
+        (op, True) for op in HIT_OPS if any(w.lib.uses_redis for w in workers)
+    ]
+    for n, (op, floor) in enumerate(steps, 1):
+        invalidate = op == "invalidate_model"
+        rounds = config.invalidate_repeats if invalidate else config.rounds
+        per_round = 1 if invalidate else math.ceil(config.iterations / rounds)
+        samples: dict[str, list[int]] = {w.lib.id: [] for w in workers}
+        keys: dict[str, int] = {}
+        absent: set[str] = set()
+        for r in range(rounds):
+            for w in turns(workers, r):
+                if w.lib.id in absent or (floor and not w.lib.uses_redis):
+                    continue
+                warmup = max(config.warmup, 100) if r == 0 else max(10, per_round // 10)
+                cmd = "floor" if floor else "micro"
+                got = w.ask(cmd=cmd, op=op, iterations=per_round, warmup=warmup)
+                if got is None or (not floor and got["samples"] is None):
+                    absent.add(w.lib.id)
+                    continue
+                samples[w.lib.id].extend(got["samples"])
+                if floor:
+                    keys[w.lib.id] = got["keys"]
+        figures = []
+        for w in workers:
+            lib = w.lib.id
+            if floor:
+                if samples[lib]:
+                    out[lib]["floor"][op] = {"summary": summarize(samples[lib]), "keys": keys[lib]}
+                continue
+            entry: dict[str, Any] = {"summary": summarize(samples[lib]) if samples[lib] else None}
+            entry.update(w.ask(cmd="check", op=op))
+            out[lib]["ops"][op] = entry
+            if entry["summary"]:
+                figures.append(f"{lib} {fmt_us(entry['summary']['median_us'])}")
+        if floor:
+            figures = [
+                f"{w.lib.id} {fmt_us(out[w.lib.id]['floor'][op]['summary']['median_us'])}"
+                for w in workers
+                if op in out[w.lib.id]["floor"]
+            ]
+        label = f"floor of {op}" if floor else op
+        log(f"micro {n}/{len(steps)} {label} (median us): " + ", ".join(figures))
+    return out
+
+
+def run_mixed(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]]:
+    mixed = config.mixed
+    out: dict[str, dict[str, Any]] = {w.lib.id: {"cells": [], "long": None} for w in workers}
+    cells = [(n, ratio) for n in mixed.workers for ratio in mixed.write_ratios]
+    for k, (n, ratio) in enumerate(cells, 1):
+        for w in turns(workers, k):
+            if n > 1 and not w.lib.shared:
+                continue
+            cell = w.ask(cmd="mixed", workers=n, write_ratio=ratio, duration=mixed.duration)
+            out[w.lib.id]["cells"].append(cell)
+            log(
+                f"mixed {k}/{len(cells)} workers={n} writes={ratio:.0%} {w.lib.id}: "
+                f"{cell['throughput']:.0f} ops/s, read p50 {cell['read']['median_us']:.0f} us, "
+                f"hits {cell['hit_ratio'] or 0:.0%}, stale {cell['stale']}/{cell['checked']}"
+            )
+    if mixed.long:
+        n, ratio = mixed.memory_cell
+        duration = mixed.duration * mixed.long_factor
+        for w in workers:
+            if not w.lib.uses_redis:
+                continue
+            log(f"mixed, {mixed.long_factor}x longer: {w.lib.id}, {duration:.0f}s ...")
+            cell = w.ask(cmd="mixed", workers=n, write_ratio=ratio, duration=duration)
+            out[w.lib.id]["long"] = cell
+            memory = cell["memory"]
+            log(
+                f"mixed, {mixed.long_factor}x longer: {w.lib.id}: {memory['keys']} keys, "
+                f"{memory['delta'] / 2**20:.1f} MiB, stale {cell['stale']}/{cell['checked']}"
+            )
     return out
 
 
 def command_line(args: argparse.Namespace) -> str:
-    knobs = []
-    if args.quick:
-        knobs.append("QUICK=1")
-    if args.long:
-        knobs.append("LONG=1")
+    knobs = [f"{name}=1" for name, on in (("QUICK", args.quick), ("LONG", args.long)) if on]
     if args.libs:
         knobs.append(f"LIBS={args.libs}")
     return " ".join(["make bench", *knobs])
 
 
 def main(argv: list[str] | None = None) -> int:
+    ids = ", ".join(lib.id for lib in LIBRARIES)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run")
-    parser.add_argument("--long", action="store_true", help="also the 10x memory run")
-    parser.add_argument("--libs", default="", help="comma-separated subset of " + ", ".join(
-        lib.id for lib in LIBRARIES))
+    parser.add_argument("--long", action="store_true", help="also the 10x longer memory run")
+    parser.add_argument("--libs", default="", help=f"comma-separated subset of: {ids}")
     parser.add_argument("--upgrade", action="store_true", help="pip install --upgrade the peers")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the report from .results/run.json"
@@ -187,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks import report
+    from benchmarks.venvs import ensure_venv
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.report_only:
@@ -196,26 +285,47 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [x for x in args.libs.split(",") if x]
     libs = [lib for lib in LIBRARIES if not wanted or lib.id in wanted]
     if wanted and len(libs) != len(wanted):
-        raise SystemExit(f"unknown library in {wanted}; known: {[lib.id for lib in LIBRARIES]}")
+        raise SystemExit(f"unknown library in {wanted}; known: {ids}")
     config = Config.make(quick=args.quick, long=args.long)
-    started = time.monotonic()
     env = server_env()
+    load_before = os.getloadavg()
     pythons = {lib.id: ensure_venv(lib, args.upgrade) for lib in libs}
     config_file = RESULTS / "config.json"
     config_file.write_text(config.to_json())
 
-    results: dict[str, Any] = {}
-    for n, lib in enumerate(libs, 1):
-        log(f"{n}/{len(libs)} {lib.label} ({minutes(time.monotonic() - started)} so far)")
-        out = run_library(lib, pythons[lib.id], config_file, env)
-        results[lib.id] = json.loads(out.read_text())
+    log(f"starting {len(libs)} workers: {', '.join(lib.id for lib in libs)}")
+    workers = [Worker(lib, pythons[lib.id], config_file, env) for lib in libs]
+    try:
+        for w in workers:
+            w.ready()
+        log(
+            "databases ready; micro benchmarks, interleaved in "
+            f"{config.rounds} rounds of {math.ceil(config.iterations / config.rounds)} runs"
+        )
+        micro = run_micro(workers, config)
+        log(
+            f"mixed workload: {len(config.mixed.workers) * len(config.mixed.write_ratios)} cells "
+            f"of {config.mixed.duration:g}s per library"
+        )
+        mixed = run_mixed(workers, config)
+    finally:
+        for w in workers:
+            w.close()
 
+    results = {
+        w.lib.id: {
+            "versions": w.info["versions"],
+            "micro": {**micro[w.lib.id], "key_api": w.info["key_api"]},
+            "mixed": mixed[w.lib.id],
+        }
+        for w in workers
+    }
     run = {
         "config": json.loads(config.to_json()),
         "machine": machine(),
         "command": command_line(args),
-        "argv": shlex.join(sys.argv),
-        "seconds": time.monotonic() - started,
+        "seconds": time.monotonic() - _started,
+        "load": {"before": load_before[0], "mean": sum(_load) / len(_load), "max": max(_load)},
         "libraries": [
             {"id": lib.id, "label": lib.label, "shared": lib.shared, "dist": lib.dist}
             for lib in libs
@@ -224,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (RESULTS / "run.json").write_text(json.dumps(run, indent=1))
     report.write(run)
-    log(f"done in {minutes(run['seconds'])}: docs/benchmarks.md, docs/img/bench-*.png")
+    log("done: docs/benchmarks.md, docs/img/bench-latency.png, docs/img/bench-throughput.png")
     return 0
 
 

@@ -1,10 +1,14 @@
-"""One library's run, in that library's virtualenv: set up its database, time, write JSON.
+"""One library's process, in that library's virtualenv: its database, then timing on request.
 
-    python -m benchmarks.worker --lib cacheops --config run-config.json --out cacheops.json
+    python -m benchmarks.worker --lib cacheops --config .results/config.json
 
-The driver (:mod:`benchmarks.run`) sets ``BENCH_PG_*``, ``BENCH_DB_NAME``, ``BENCH_REDIS_URL``
-and ``BENCH_STATE_REDIS_URL``. The PostgreSQL database ``BENCH_DB_NAME`` is dropped and created
-anew, so every library starts from the same rows.
+The driver (:mod:`benchmarks.run`) starts one per library, sets ``BENCH_PG_*``,
+``BENCH_DB_NAME``, ``BENCH_REDIS_URL`` and ``BENCH_STATE_REDIS_URL``, and then sends JSON
+commands on stdin, one per line (``micro``, ``check``, ``floor``, ``mixed``, ``quit``); each gets
+one JSON line back on stdout (``{"result": ...}`` or ``{"error": traceback}``). All workers live
+through the whole run and take turns, so that whatever else the machine does meanwhile weighs
+on every library alike. The PostgreSQL database ``BENCH_DB_NAME`` is dropped and created anew,
+so every library starts from the same rows.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import os
 import platform
 import sys
-import time
+import traceback
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from importlib import metadata
@@ -22,15 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import Config, Library, library
-
-
-def progress_for(lib: Library) -> Any:
-    started = time.monotonic()
-
-    def progress(message: str) -> None:
-        print(f"[bench {lib.id} +{time.monotonic() - started:5.0f}s] {message}", file=sys.stderr)
-
-    return progress
 
 
 def pg_params(dbname: str) -> dict[str, Any]:
@@ -48,7 +43,9 @@ def create_database(name: str) -> None:
 
     maintenance = os.environ.get("BENCH_PG_MAINT_DB", "postgres")
     with psycopg.connect(**pg_params(maintenance), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
@@ -98,6 +95,17 @@ def flush_redis(url: str | None) -> None:
     client.close()
 
 
+def clear_state(url: str, namespace: str) -> None:
+    """Drop the mixed workload's bookkeeping for this library (its versions restart at 0)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 def versions(lib: Library) -> dict[str, Any]:
     import django
     from django.db import connection
@@ -110,7 +118,7 @@ def versions(lib: Library) -> dict[str, Any]:
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]  # type: ignore[index]
+        pg = cursor.fetchone()[0]
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "django": django.get_version(),
@@ -130,19 +138,39 @@ def versions(lib: Library) -> dict[str, Any]:
     return info
 
 
+def handle(command: dict[str, Any], micro: Any, spec: dict[str, Any], redis_url: str | None) -> Any:
+    kind = command["cmd"]
+    if kind == "micro":
+        return {"samples": micro.batch(command["op"], command["iterations"], command["warmup"])}
+    if kind == "check":
+        return micro.check(command["op"])
+    if kind == "floor":
+        return micro.floor_batch(command["op"], command["iterations"], command["warmup"])
+    if kind == "mixed":
+        from django.db import connections
+
+        from benchmarks.mixed import run_cell
+
+        connections.close_all()  # the workload's processes open their own
+        return run_cell(
+            spec, command["workers"], command["write_ratio"], command["duration"], redis_url
+        )
+    raise ValueError(f"unknown command {kind!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lib", required=True)
     parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--phases", default="micro,mixed")
     args = parser.parse_args(argv)
 
+    # The protocol owns stdout; anything else printed goes to stderr with the progress lines.
+    channel = sys.stdout
+    sys.stdout = sys.stderr
     lib = library(args.lib)
     config = Config.from_json(args.config.read_text())
-    phases = set(args.phases.split(","))
-    progress = progress_for(lib)
     redis_url = os.environ["BENCH_REDIS_URL"] if lib.uses_redis else None
+    state_url = os.environ["BENCH_STATE_REDIS_URL"]
     db_name = os.environ["BENCH_DB_NAME"]
     os.environ["DJANGO_SETTINGS_MODULE"] = lib.settings
 
@@ -150,40 +178,39 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from django.db import connections
-
     from benchmarks.adapters import adapter_for
+    from benchmarks.micro import Micro
 
     seed(config)
     flush_redis(redis_url)
-    result: dict[str, Any] = {"lib": lib.id, "versions": versions(lib), "micro": None, "mixed": None}
-    progress(f"ready: {config.rows} rows in {db_name}, {result['versions']}")
+    clear_state(state_url, lib.id)
+    micro = Micro(config, adapter_for(lib.id), redis_url)
+    spec = {
+        "namespace": lib.id,
+        "state_url": state_url,
+        "pg": pg_params(db_name),
+        "rows": config.rows,
+        "zipf_s": config.mixed.zipf_s,
+        "check_rate": config.mixed.check_rate,
+        "warmup": config.mixed.warmup,
+        "seed": 1,
+    }
 
-    if "micro" in phases:
-        from benchmarks.micro import run_micro
+    def reply(message: dict[str, Any]) -> None:
+        channel.write(json.dumps(message) + "\n")
+        channel.flush()
 
-        result["micro"] = run_micro(config, adapter_for(lib.id), redis_url, progress)
-    connections.close_all()
-
-    if "mixed" in phases:
-        from benchmarks.mixed import run_mixed
-
-        state_url = os.environ["BENCH_STATE_REDIS_URL"]
-        flush_redis(state_url)  # versions restart at 0 with this library's fresh database
-        spec = {
-            "state_url": state_url,
-            "pg": pg_params(db_name),
-            "rows": config.rows,
-            "zipf_s": config.mixed.zipf_s,
-            "check_rate": config.mixed.check_rate,
-            "warmup": config.mixed.warmup,
-            "seed": 1,
-        }
-        result["mixed"] = run_mixed(config, lib, spec, redis_url, progress)
+    reply({"ready": {"versions": versions(lib), "key_api": micro.adapter.key_api}})
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "quit":
+            break
+        try:
+            reply({"result": handle(command, micro, spec, redis_url)})
+        except Exception:
+            reply({"error": traceback.format_exc()})
     flush_redis(redis_url)
-
-    args.out.write_text(json.dumps(result, indent=1))
-    progress(f"done, results in {args.out}")
+    clear_state(state_url, lib.id)
     return 0
 
 

@@ -29,6 +29,7 @@ from freshcache import transaction as tx
 from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, profile_for, settings
 from freshcache.dependencies import query_dependencies
 from freshcache.exceptions import SerializationError, UncacheableQuery
+from freshcache.local import local_gets
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
 from freshcache.store import Plan, store
@@ -180,8 +181,11 @@ def _memoize_sql(compiler: Any) -> tuple[str, Any]:
     return sql, params
 
 
-def _cache_policy(compiler: Any, result_type: str, chunked_fetch: bool) -> tuple[int, bool] | None:
-    """(timeout, dog-pile lock) for this read, or None when it must not use the cache."""
+def _cache_policy(
+    compiler: Any, result_type: str, chunked_fetch: bool
+) -> tuple[int, bool, bool] | None:
+    """(timeout, dog-pile lock, process-local) for this read, or None when it must not use the
+    cache."""
     scope = _current.get()
     if scope is None or chunked_fetch or result_type not in (MULTI, SINGLE):
         return None
@@ -202,7 +206,7 @@ def _cache_policy(compiler: Any, result_type: str, chunked_fetch: bool) -> tuple
             timeout = options.timeout
         if options.lock is not None:
             lock = options.lock
-    return (timeout, lock) if timeout else None
+    return (timeout, lock, op == "get" and profile.local_get) if timeout else None
 
 
 #: Stamps read only for a capture live at least this long (a stored value extends them).
@@ -240,7 +244,7 @@ def _read(
     result_type: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    policy: tuple[int, bool] | None,
+    policy: tuple[int, bool, bool] | None,
     captures: tuple[capture.Capture, ...],
 ) -> Any:
     query = compiler.query
@@ -275,9 +279,18 @@ def _read(
         _record(plan, tokens)
         return execute(compiler, *args, **kwargs)
     model = query.model
+    local = bool(policy and policy[2]) and not captures
+    seq = local_gets.seq
+    if local:
+        rows = local_gets.get(key)
+        if rows is not None:
+            cache_read.send(sender=model, func=None, hit=True)
+            return [rows] if result_type == MULTI else rows
     probe = store.lookup(key, plan)
     hit = _served(probe, plan, key, result_type, captures, model)
     if hit is not _MISS:
+        if local:
+            local_gets.put(key, hit[0] if result_type == MULTI else hit, plan.keys, seq)
         return hit
     lock = None
     if probe is not None and policy and policy[1] and tx.can_store(connection):
@@ -288,9 +301,12 @@ def _read(
             if hit is not _MISS:
                 return hit
     try:
-        return _miss(
+        result, stored = _miss(
             execute, compiler, result_type, args, kwargs, key, plan, probe, captures, timeout
         )
+        if local and stored is not None:
+            local_gets.put(key, stored, plan.keys, seq)
+        return result
     finally:
         if lock is not None:
             store.unlock(key, lock)
@@ -332,8 +348,10 @@ def _miss(
     probe: Any,
     captures: tuple[capture.Capture, ...],
     timeout: int,
-) -> Any:
-    """Read stamps, query the database, store the rows with the stamps read first."""
+) -> tuple[Any, Any]:
+    """Read stamps, query the database, store the rows with the stamps read first.
+
+    Returns the result and the rows as stored (None if they were not)."""
     connection = compiler.connection
     tokens = None
     if probe is not None and tx.can_store(connection):
@@ -342,6 +360,7 @@ def _miss(
         _record(plan, tokens)
     model = compiler.query.model
     result = execute(compiler, *args, **kwargs)
+    stored = None
     if tokens is not None:
         if result_type == MULTI:
             result = list(result)
@@ -355,9 +374,10 @@ def _miss(
         except Exception as exc:  # a custom codec's bug must not break the read
             logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
         else:
-            store.save(key, tokens, data, timeout, plan)
+            if store.save(key, tokens, data, timeout, plan):
+                stored = payload
     cache_read.send(sender=model, func=None, hit=False)
-    return result
+    return result, stored
 
 
 def _record(plan: Plan, tokens: list[bytes] | None) -> None:

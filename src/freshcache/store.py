@@ -37,6 +37,7 @@ from freshcache.backends.base import Backend
 from freshcache.conf import on_reset, settings
 from freshcache.dependencies import Deps
 from freshcache.exceptions import BackendError, PayloadError, SerializationError
+from freshcache.local import publish
 from freshcache.stamps import Conj, row_stamp_keys, scheme, stamp_key
 
 __all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
@@ -185,6 +186,7 @@ class Store:
         try:
             if missed:
                 self.backend.delete_many(missed)
+                publish(self.backend, missed)
             else:
                 self.backend.ping()
         except BackendError as exc:
@@ -455,6 +457,10 @@ class Store:
         except BackendError as exc:
             self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
             return
+        try:
+            publish(self.backend, [*delete, *missed])
+        except BackendError as exc:
+            self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
         if missed:
             with self._lock:
                 self._missed.difference_update(missed)
@@ -474,6 +480,7 @@ class Store:
         if more:
             try:
                 self.backend.delete_many(more)
+                publish(self.backend, more)
             except BackendError as exc:
                 self._failed(exc, missed=registries)
 
@@ -484,6 +491,7 @@ class Store:
         key = f"{prefix}g"
         try:
             self.backend.delete_many([key])
+            publish(self.backend, [key])
         except BackendError as exc:
             self._failed(exc, missed=[key])
 

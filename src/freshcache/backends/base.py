@@ -105,6 +105,9 @@ class Backend(abc.ABC):
     def lock_release(self, key: str, token: bytes) -> None:
         """Wake every waiter of this holder, and delete ``key`` if ``token`` still holds it."""
 
+    def publish(self, channel: str, message: bytes) -> None:  # noqa: B027 - optional
+        """Broadcast to other processes (``local_get``); a single-process engine needs none."""
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """True when the engine answers; raises BackendError when it does not."""

@@ -184,6 +184,10 @@ class RedisBackend(Backend):
         self._release(keys=[key, f"{key}:{token.decode()}"], args=[token, SIGNAL_TTL_MS])
 
     @_errors
+    def publish(self, channel: str, message: bytes) -> None:
+        self.client.publish(channel, message)
+
+    @_errors
     def ping(self) -> bool:
         return bool(self.client.ping())
 
