@@ -178,3 +178,52 @@ def test_without_degrade_an_outage_is_a_clear_error(
             list(Post.objects.filter(category=category))
         with override_settings(FRESHCACHE_DEGRADE_ON_FAILURE=True):
             assert list(Post.objects.filter(category=category)) == []
+
+
+def test_degrade_through_a_killed_and_restarted_redis(
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = own_redis
+    category = Category.objects.create(title="one", slug="one")
+    with override_settings(
+        FRESHCACHE_BACKEND="redis", FRESHCACHE_REDIS=url, FRESHCACHE_DEGRADE_ON_FAILURE=True
+    ):
+        Post.objects.create(title="a", category=category)
+        assert [p.title for p in Post.objects.filter(category=category)] == ["a"]
+        process.kill()
+        process.wait(10)
+        for i in range(5):  # the application keeps serving and writing
+            Post.objects.create(title=f"w{i}", category=category)
+            assert len(list(Post.objects.filter(category=category))) == i + 2
+        port = url.split(":")[2].split("/")[0]
+        restarted = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(port=int(port))
+            for _ in range(100):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            store._retry_at = 0.0
+            titles = ["a", "w0", "w1", "w2", "w3", "w4"]
+            assert [p.title for p in Post.objects.filter(category=category)] == titles
+            assert [p.title for p in Post.objects.filter(category=category)] == titles
+            Post.objects.filter(title="a").update(title="b")
+            assert Post.objects.filter(category=category).first().title == "b"  # type: ignore[union-attr]
+        finally:
+            restarted.terminate()
+            restarted.wait(10)
