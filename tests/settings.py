@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "freshcache",
     "tests.testapp",
     "tests.depsapp",
+    "tests.propapp",
 ]
 
 MIDDLEWARE = [
@@ -76,5 +77,6 @@ FRESHCACHE_DEFAULTS = {"timeout": 60 * 60}
 FRESHCACHE = {
     "testapp.*": {"ops": "all"},
     "depsapp.*": {},
+    "propapp.*": {"ops": "all"},
     "auth.user": {"ops": "get"},
 }

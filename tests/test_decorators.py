@@ -445,3 +445,167 @@ def test_uncacheable_sample_runs_uncached(c1: Category) -> None:
     assert f() == 1
     assert f() == 1
     assert calls.n == 2
+
+
+# -- review fixes: what must never be shared -----------------------------------------------------
+
+
+def _through_middleware(view: Any, request: HttpRequest) -> HttpResponse:
+    """Run ``view`` behind the session, auth and CSRF middleware, as a site would."""
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    handler = SessionMiddleware(AuthenticationMiddleware(CsrfViewMiddleware(view)))
+    return handler(request)  # type: ignore[no-any-return]
+
+
+def test_view_reading_the_user_is_not_shared_without_extra(c1: Category) -> None:
+    from django.contrib.auth.models import User
+
+    rf = RequestFactory()
+
+    @cached_view_as(Post)
+    def whoami(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(request.user.username or "-")
+
+    ann = User.objects.create_user("ann")
+    bob = User.objects.create_user("bob")
+    for user in (ann, bob):
+        request = rf.get("/me/")
+        request.user = user  # what AuthenticationMiddleware's lazy object resolves to
+        request._cached_user = user  # type: ignore[attr-defined]
+        assert whoami(request).content == user.username.encode()
+
+
+def test_view_touching_the_session_through_middleware(c1: Category) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    rf = RequestFactory()
+
+    @cached_view_as(Post)
+    def greet(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(request.session.get("name", "nobody"))
+
+    pages = []
+    for name in ("ann", "bob"):
+        session = SessionStore()
+        session["name"] = name
+        session.save()
+        request = rf.get("/greet/")
+        request.COOKIES["sessionid"] = session.session_key  # type: ignore[index]
+        pages.append(_through_middleware(greet, request).content)
+    assert pages == [b"ann", b"bob"]
+
+
+def test_csrf_tokens_and_cookies_are_never_replayed(c1: Category) -> None:
+    from django.middleware.csrf import get_token
+
+    calls = Calls()
+    rf = RequestFactory()
+
+    @cached_view_as(Post, extra="everyone")
+    def form(request: HttpRequest) -> HttpResponse:
+        calls()
+        return HttpResponse(get_token(request))
+
+    @cached_view_as(Post)
+    def sets_cookie(request: HttpRequest) -> HttpResponse:
+        calls()
+        response = HttpResponse("hi")
+        response.set_cookie("seen", "1")
+        return response
+
+    for _ in range(2):
+        _through_middleware(form, rf.get("/form/"))
+        sets_cookie(rf.get("/cookie/"))
+    assert calls.n == 4
+
+
+def test_async_view(c1: Category) -> None:
+    calls = Calls()
+    rf = RequestFactory()
+
+    @cached_view_as(Post)
+    async def view(request: HttpRequest) -> HttpResponse:
+        calls()
+        return HttpResponse(str(await Post.objects.acount()))
+
+    assert asyncio.run(view(rf.get("/a/"))).content == b"0"
+    assert asyncio.run(view(rf.get("/a/"))).content == b"0"
+    assert calls.n == 1
+
+
+def test_views_on_other_hosts_and_other_classes_do_not_share(c1: Category) -> None:
+    rf = RequestFactory()
+
+    class A(View):
+        def get(self, request: HttpRequest) -> HttpResponse:
+            return HttpResponse("A")
+
+    class B(View):
+        def get(self, request: HttpRequest) -> HttpResponse:
+            return HttpResponse("B")
+
+    a, b = cached_view_as(Post)(A.as_view()), cached_view_as(Post)(B.as_view())
+    assert a(rf.get("/same/")).content == b"A"
+    assert b(rf.get("/same/")).content == b"B"
+
+    @cached_view_as(Post)
+    def host(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(request.META["HTTP_HOST"])
+
+    assert host(rf.get("/h/", HTTP_HOST="one.example")).content == b"one.example"
+    assert host(rf.get("/h/", HTTP_HOST="two.example")).content == b"two.example"
+
+
+def test_instance_arguments_are_keyed_by_their_values(c1: Category) -> None:
+    @cached_as(timeout=60)
+    def label(category: Category) -> str:
+        return category.title.upper()  # uses the argument, reads nothing
+
+    assert label(c1) == "ONE"
+    c1.title = "uno"
+    c1.save()
+    assert label(Category.objects.get(pk=c1.pk)) == "UNO"
+
+
+def test_lazy_result_is_evaluated_inside_the_capture(c1: Category) -> None:
+    @cached_as(timeout=60)
+    def posts() -> Any:
+        return Post.objects.filter(category=c1)  # a lazy queryset: pickling evaluates it
+
+    assert [p.title for p in posts()] == []
+    Post.objects.create(title="a", category=c1)
+    assert [p.title for p in posts()] == ["a"]
+
+
+def test_evaluated_and_empty_queryset_arguments(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(timeout=60)
+    def count(qs: Any) -> int:
+        calls()
+        return len(list(qs))
+
+    evaluated = Post.objects.all()
+    list(evaluated)
+    assert count(evaluated) == 0
+    assert count(evaluated) == 0
+    assert calls.n == 2  # evaluated querysets are not keyed: uncached
+    assert count(Post.objects.none()) == 0
+    assert count(Post.objects.none()) == 0
+    assert calls.n == 3
+
+
+def test_zero_timeout_is_never_stored(c1: Category) -> None:
+    calls = Calls()
+
+    @cached_as(Post, timeout=0)
+    def f() -> int:
+        calls()
+        return 1
+
+    f()
+    f()
+    assert calls.n == 2

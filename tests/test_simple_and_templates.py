@@ -239,9 +239,28 @@ def test_jinja2_cached(env: jinja2.Environment) -> None:
 def test_jinja2_cached_as(env: jinja2.Environment) -> None:
     c1 = Category.objects.create(title="one", slug="one")
     template = env.from_string(
-        "{% cached_as posts, timeout=60 %}{% for p in posts %}{{ p.title }};{% endfor %}"
-        "{% endcached_as %}"
+        "{% cached_as posts, timeout=60, name='posts' %}{% for p in posts %}{{ p.title }};"
+        "{% endfor %}{% endcached_as %}"
     )
     assert template.render(posts=Post.objects.filter(category=c1)) == ""
     Post.objects.create(title="a", category=c1)
     assert template.render(posts=Post.objects.filter(category=c1)) == "a;"
+
+
+def test_jinja2_rejects_unknown_arguments_and_unnamed_fragments(env: jinja2.Environment) -> None:
+    with pytest.raises(jinja2.TemplateSyntaxError, match="unknown argument"):
+        env.from_string("{% cached timout=60, name='x' %}x{% endcached %}")
+    with pytest.raises(jinja2.TemplateSyntaxError, match="needs name"):
+        env.from_string("{% cached timeout=60 %}x{% endcached %}")
+
+
+def test_jinja2_named_templates_name_their_fragments(tmp_path: Path) -> None:
+    (tmp_path / "a.html").write_text("{% cached timeout=60 %}{{ c() }}{% endcached %}")
+    (tmp_path / "b.html").write_text("{% cached timeout=60 %}{{ c() }}{% endcached %}")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(tmp_path), extensions=["freshcache.jinja2.cache"]
+    )
+    calls = Calls()
+    assert env.get_template("a.html").render(c=calls) == "1"
+    assert env.get_template("b.html").render(c=calls) == "2"  # not a's fragment
+    assert env.get_template("a.html").render(c=calls) == "1"

@@ -109,7 +109,7 @@ class _Cached:
 
     def resolve_timeout(self) -> int:
         if self.timeout is not None:
-            return self.timeout
+            return self.timeout  # 0: computed every time, never stored
         timeouts = [
             p.timeout
             for p in (profile_for(m) for m in _sample_models(self.samples))
@@ -150,7 +150,16 @@ class _Cached:
         except UncacheableQuery as exc:
             logger.debug("freshcache: %s not cached, a sample is uncacheable: %s", self.name, exc)
             raise
-        return Plan.build(deps, key_prefix("default", tuple(sorted(deps))))
+        return Plan.build(deps, key_prefix(self.sample_db(), tuple(sorted(deps))))
+
+    def sample_db(self) -> str:
+        """The database the samples read (for a per-database ``FRESHCACHE_PREFIX``)."""
+        for sample in self.samples:
+            if isinstance(sample, QuerySet):
+                return str(sample.db)
+            if isinstance(sample, Model) and sample._state.db:
+                return str(sample._state.db)
+        return "default"
 
     # -- the two halves of a call, around the computation ----------------------------------------
 
@@ -196,15 +205,22 @@ class _Cached:
             return _MISS, (plan, ready)
         return _MISS, None
 
-    def store(self, key: str, value: Any, state: Any, recorded: capture.Capture | None) -> None:
-        cache_read.send(sender=None, func=self.func, hit=False)
-        if state is _SKIP:
-            return
-        timeout = self.resolve_timeout()
+    def pickle(self, value: Any) -> bytes | None:
         try:
-            data = dumps_signed(value)
+            return dumps_signed(value)
         except SerializationError as exc:
             logger.debug("freshcache: %s not cached: %s", self.name, exc)
+            return None
+
+    def store(
+        self, key: str, data: bytes | None, state: Any, recorded: capture.Capture | None
+    ) -> None:
+        """Store pickled ``data`` (None: not storable) with the tokens of ``state``/``recorded``."""
+        cache_read.send(sender=None, func=self.func, hit=False)
+        if state is _SKIP or data is None:
+            return
+        timeout = self.resolve_timeout()
+        if not timeout:
             return
         if state is not None:
             plan, tokens = state
@@ -242,7 +258,7 @@ def cached_as(
     no samples, the result depends on everything the function reads while computing it.
     ``extra`` (a value, or a callable receiving the call's arguments) goes into the key; so do
     the arguments themselves. The wrapper has ``.invalidate(*args, **kwargs)`` and
-    ``.key(*args, **kwargs)``. ``lock`` is accepted for the dog-pile lock (not yet enforced).
+    ``.key(*args, **kwargs)``. ``lock=True`` makes concurrent misses wait for one computation.
     """
     return _decorator(samples, timeout, extra, key_func, "f", lock=lock)
 
@@ -253,7 +269,7 @@ def _decorator(
     extra: Any,
     key_func: Callable[..., Any] | None,
     kind: str,
-    accept: Callable[[Any], bool] | None = None,
+    accept: Callable[[Any, tuple[Any, ...]], bool] | None = None,
     call_parts: Callable[..., tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
     lock: bool | None = None,
 ) -> Callable[[F], F]:
@@ -266,13 +282,22 @@ def _decorator(
             key_args, key_kwargs = call_parts(*args, **kwargs) if call_parts else (args, kwargs)
             return cached.try_key(key_args, key_kwargs)
 
-        def compute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        def finish(result: Any, args: tuple[Any, ...]) -> bytes | None:
+            """Accept (a view renders here, reading inside the capture) and pickle the result:
+            a lazy value evaluated while pickling is still recorded."""
+            if accept is not None and not accept(result, args):
+                return None
+            return cached.pickle(result)
+
+        def compute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
             if samples:
-                return func(*args, **kwargs), None
+                result = func(*args, **kwargs)
+                return result, finish(result, args), None
             with capture.capturing() as recorded:
                 _global_read()
-                value = func(*args, **kwargs)
-            return value, recorded
+                result = func(*args, **kwargs)
+                data = finish(result, args)
+            return result, data, recorded
 
         if inspect.iscoroutinefunction(func):
 
@@ -284,16 +309,16 @@ def _decorator(
                 value, state = await sync_to_async(cached.fetch, thread_sensitive=True)(key)
                 if value is not _MISS:
                     return value
+                recorded = None
                 if samples:
-                    result, recorded = await func(*args, **kwargs), None
+                    result = await func(*args, **kwargs)
+                    data = await sync_to_async(finish, thread_sensitive=True)(result, args)
                 else:
                     with capture.capturing() as recorded:
                         await sync_to_async(_global_read, thread_sensitive=True)()
                         result = await func(*args, **kwargs)
-                if accept is None or accept(result):
-                    await sync_to_async(cached.store, thread_sensitive=True)(
-                        key, result, state, recorded
-                    )
+                        data = await sync_to_async(finish, thread_sensitive=True)(result, args)
+                await sync_to_async(cached.store, thread_sensitive=True)(key, data, state, recorded)
                 return result
 
             wrapper: Any = async_wrapper
@@ -315,9 +340,8 @@ def _decorator(
                         if value is not _MISS:
                             return value
                 try:
-                    result, recorded = compute(args, kwargs)
-                    if accept is None or accept(result):
-                        cached.store(key, result, state, recorded)
+                    result, data, recorded = compute(args, kwargs)
+                    cached.store(key, data, state, recorded)
                 finally:
                     if token is not None:
                         store.unlock(key, token)
@@ -343,15 +367,76 @@ def _decorator(
 # -- views ------------------------------------------------------------------------------------
 
 
-def cacheable_response(response: Any) -> bool:
-    """Only complete, successful, non-streaming responses that do not vary per user."""
+def cacheable_response(response: Any, request: Any = None, per_user_ok: bool = False) -> bool:
+    """Whether a view's response may be stored and served to other requests.
+
+    Only complete 200 responses, never streaming ones, never ones that set cookies (they would
+    be replayed to everyone) or carry a CSRF token (it belongs to one visitor). A response that
+    may differ per user (``Vary: Cookie``/``Authorization``, the session read, ``request.user``
+    loaded: the middleware adds ``Vary`` only after the view returns) is stored only when the
+    caller's key already tells users apart (``per_user_ok``: an ``extra`` was given).
+    """
     if not isinstance(response, HttpResponse) or response.status_code != 200:
         return False
     if getattr(response, "streaming", False):
         return False
     if hasattr(response, "render") and not getattr(response, "is_rendered", True):
         response.render()  # a TemplateResponse: store the rendered page
-    return True
+    reason = _personal(response, request)
+    if reason is None:
+        return True
+    if per_user_ok and reason in ("varies", "session", "user"):
+        return True
+    logger.debug("freshcache: response not cached (%s)", reason)
+    return False
+
+
+def _personal(response: HttpResponse, request: Any) -> str | None:
+    if response.cookies:
+        return "cookies"
+    meta = getattr(request, "META", {})
+    if meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"):
+        return "csrf"
+    vary = {v.strip().lower() for v in response.get("Vary", "").split(",") if v.strip()}
+    if vary & {"cookie", "authorization", "*"}:
+        return "varies"
+    session = getattr(request, "session", None)
+    if session is not None and getattr(session, "accessed", False):
+        return "session"
+    if getattr(request, "_cached_user", None) is not None:
+        return "user"
+    return None
+
+
+def request_key(request: HttpRequest) -> str:
+    """Host, path and query string: what a view's response is keyed on (with ``extra``)."""
+    return f"{request.META.get('HTTP_HOST', '')}{request.get_full_path()}"
+
+
+def view_wrapper(view: Callable[..., Any], inner: Callable[..., Any]) -> Any:
+    """Send GET and HEAD to the cached ``inner``, other methods straight to the view; async
+    views get an async wrapper."""
+    if inspect.iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if request.method not in ("GET", "HEAD"):
+                return await view(request, *args, **kwargs)
+            return await inner(request, *args, **kwargs)
+
+        wrapper: Any = async_view
+    else:
+
+        @functools.wraps(view)
+        def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if request.method not in ("GET", "HEAD"):
+                return view(request, *args, **kwargs)
+            return inner(request, *args, **kwargs)
+
+        wrapper = sync_view
+    wrapper.invalidate = inner.invalidate  # type: ignore[attr-defined]
+    wrapper.key = inner.key  # type: ignore[attr-defined]
+    return wrapper
 
 
 def cached_view_as(
@@ -361,39 +446,21 @@ def cached_view_as(
     lock: bool | None = None,
     key_func: Callable[..., Any] | None = None,
 ) -> Callable[[F], F]:
-    """Cache a view's response like ``cached_as``: GET and HEAD only, status 200 only, never a
-    streaming response. The key is the request's path and query string plus ``extra`` (a
-    callable receives the view's arguments: ``extra=lambda req: req.user.is_staff``).
-
-    A response that varies on cookies or authorization (``Vary`` set because the view touched
-    the session or user) is stored only when ``extra`` is given, so that one user's page is
-    never served to another by accident.
+    """Cache a view's response like ``cached_as``: GET and HEAD only, 200 only, never a
+    streaming response. The key is the host, path and query string plus ``extra`` (a callable
+    receives the view's arguments: ``extra=lambda req: req.user.is_staff``). See
+    :func:`cacheable_response` for what is never stored.
     """
 
     def decorate(view: F) -> F:
-        def accept(response: Any) -> bool:
-            if not cacheable_response(response):
-                return False
-            vary = {v.strip().lower() for v in response.get("Vary", "").split(",") if v.strip()}
-            if vary & {"cookie", "authorization", "*"} and extra is None:
-                logger.debug("freshcache: a response varying on %s not cached without extra", vary)
-                return False
-            return True
+        def accept(response: Any, args: tuple[Any, ...]) -> bool:
+            return cacheable_response(response, args[0] if args else None, extra is not None)
 
         def parts(request: HttpRequest, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
             extra_value = extra(request, *args, **kwargs) if callable(extra) else extra
-            return (request.get_full_path(), extra_value), {}
+            return (request_key(request), extra_value), {}
 
         inner = _decorator(samples, timeout, None, key_func, "v", accept, parts, lock)(view)
-
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if request.method not in ("GET", "HEAD"):
-                return view(request, *args, **kwargs)
-            return inner(request, *args, **kwargs)
-
-        wrapper.invalidate = inner.invalidate  # type: ignore[attr-defined]
-        wrapper.key = inner.key  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return view_wrapper(view, inner)
 
     return decorate

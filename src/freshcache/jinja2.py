@@ -35,10 +35,20 @@ class CacheExtension(Extension):
         while parser.stream.current.type != "block_end":
             if args or kwargs:
                 parser.stream.skip_if("comma")
-            key = parser.stream.expect("name").value
+            name_token = parser.stream.expect("name")
+            if name_token.value not in ("timeout", "name", "extra"):
+                parser.fail(
+                    f"{tag.value}: unknown argument {name_token.value!r}; "
+                    "use timeout=, name= or extra=",
+                    name_token.lineno,
+                )
             parser.stream.expect("assign")
-            kwargs[key] = parser.parse_expression()
-        default_name = f"jinja2:{parser.name or '?'}:{lineno}"
+            kwargs[name_token.value] = parser.parse_expression()
+        if "name" not in kwargs and not parser.name:
+            # Templates from Environment.from_string() have no name: their fragments would
+            # share keys by line number alone.
+            parser.fail(f"{tag.value} in a template without a name needs name=...", lineno)
+        default_name = f"jinja2:{parser.name}:{lineno}"
         call_args = [
             *args,
             kwargs.get("timeout", nodes.Const(None)),

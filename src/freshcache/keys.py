@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
@@ -23,7 +24,11 @@ __all__ = ["call_key", "func_name", "key_text"]
 
 
 def func_name(func: Callable[..., Any]) -> str:
-    """Module and qualified name: stable across processes, unlike ``id()`` or code hashes."""
+    """Module and qualified name: stable across processes, unlike ``id()`` or code hashes.
+
+    A class-based view's ``as_view()`` function is named after its class: every such function
+    is ``View.as_view.<locals>.view``."""
+    func = getattr(func, "view_class", func)
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
@@ -42,11 +47,20 @@ def key_text(value: object) -> str:
     if isinstance(value, Model):
         if value.pk is None:
             raise TypeError(f"an unsaved {type(value).__name__} has no stable key")
-        return f"m:{value._meta.label_lower}:{key_text(value.pk)}"
+        # The values too, not just the pk: a function may use the instance's attributes, and
+        # an instance loaded before a write must not share a result with a fresh one.
+        fields = value._meta.concrete_fields
+        state = ",".join(key_text(getattr(value, f.attname, None)) for f in fields)
+        return f"m:{value._meta.label_lower}:{key_text(value.pk)}:{state}"
     if isinstance(value, HttpRequest):
         return f"r:{value.get_full_path()}"
     if isinstance(value, QuerySet):
-        sql, params = value.query.sql_with_params()
+        if value._result_cache is not None:
+            raise TypeError("an evaluated queryset holds rows of its own: pass it unevaluated")
+        try:
+            sql, params = value.query.sql_with_params()
+        except EmptyResultSet:
+            return f"q:{value.db}:{value.model._meta.label_lower}:empty"
         return f"q:{value.db}:{sql}:{key_text(tuple(params))}"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__}({','.join(key_text(v) for v in value)})"

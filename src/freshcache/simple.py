@@ -32,6 +32,7 @@ __all__ = ["CacheMiss", "FileCache", "RedisCache", "cache", "file_cache"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_TIMEOUT = 60 * 60
+TMP_PREFIX = ".tmp-"
 
 
 class CacheMiss(Exception):
@@ -67,26 +68,19 @@ class BaseCache:
     ) -> Callable[[F], F]:
         """Cache a view's 200 responses to GET and HEAD for ``timeout`` seconds, keyed by the
         path and query string (plus ``extra(request, ...)``)."""
-        from freshcache.decorators import cacheable_response
+        from freshcache.decorators import cacheable_response, request_key, view_wrapper
 
         def parts(request: HttpRequest, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
             extra_value = extra(request, *args, **kwargs) if callable(extra) else extra
-            return (request.get_full_path(), extra_value), {}
+            return (request_key(request), extra_value), {}
 
-        inner = self._decorator(timeout, None, key_func, "tv", parts, cacheable_response)
+        def accept(response: Any, args: tuple[Any, ...]) -> bool:
+            return cacheable_response(response, args[0] if args else None, extra is not None)
+
+        inner = self._decorator(timeout, None, key_func, "tv", parts, accept)
 
         def decorate(view: F) -> F:
-            cached_view = inner(view)
-
-            @functools.wraps(view)
-            def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                if request.method not in ("GET", "HEAD"):
-                    return view(request, *args, **kwargs)
-                return cached_view(request, *args, **kwargs)
-
-            wrapper.invalidate = cached_view.invalidate  # type: ignore[attr-defined]
-            wrapper.key = cached_view.key  # type: ignore[attr-defined]
-            return wrapper  # type: ignore[return-value]
+            return view_wrapper(view, inner(view))
 
         return decorate
 
@@ -97,7 +91,7 @@ class BaseCache:
         key_func: Callable[..., Any] | None,
         kind: str,
         parts: Callable[..., tuple[Any, dict]] | None,
-        accept: Callable[[Any], bool] | None = None,
+        accept: Callable[[Any, tuple[Any, ...]], bool] | None = None,
     ) -> Callable[[F], F]:
         cache = self
 
@@ -129,8 +123,8 @@ class BaseCache:
                 cache_read.send(sender=None, func=func, hit=True)
                 return k, value
 
-            def keep(k: str | None, result: Any) -> None:
-                if k is not None and (accept is None or accept(result)):
+            def keep(k: str | None, result: Any, args: tuple[Any, ...]) -> None:
+                if k is not None and timeout != 0 and (accept is None or accept(result, args)):
                     cache.set(k, result, timeout)
 
             if inspect.iscoroutinefunction(func):
@@ -141,7 +135,7 @@ class BaseCache:
                     if value is not CacheMiss:
                         return value
                     result = await func(*args, **kwargs)
-                    await sync_to_async(keep)(k, result)
+                    await sync_to_async(keep)(k, result, args)
                     return result
 
                 wrapper: Any = async_wrapper
@@ -153,7 +147,7 @@ class BaseCache:
                     if value is not CacheMiss:
                         return value
                     result = func(*args, **kwargs)
-                    keep(k, result)
+                    keep(k, result, args)
                     return result
 
                 wrapper = sync_wrapper
@@ -253,7 +247,7 @@ class FileCache(BaseCache):
         target = self._file(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         expires = time.time() + (timeout or DEFAULT_TIMEOUT)
-        fd, tmp = tempfile.mkstemp(dir=target.parent)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
         with os.fdopen(fd, "wb") as handle:
             handle.write(b"%.3f\n" % expires + data)
         os.replace(tmp, target)
@@ -268,6 +262,8 @@ class FileCache(BaseCache):
         if not self.path.is_dir():
             return 0
         for file in self.path.glob("*/*"):
+            if file.name.startswith(TMP_PREFIX) and now - file.stat().st_mtime < 3600:
+                continue  # a write in progress; left over from a crash only after an hour
             try:
                 with file.open("rb") as handle:
                     expires = float(handle.readline())
