@@ -171,7 +171,7 @@ def pool(
             Team.objects.filter(budget__gte=10).order_by("id").values_list("id", "budget", "meta")
         ),
         "in_list": lambda: list(
-            Person.objects.filter(id__in=person_ids + [10**6])
+            Person.objects.filter(id__in=[*person_ids, 10**6])
             .order_by("id")
             .values_list("id", **flat)
         ),
