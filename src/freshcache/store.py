@@ -401,6 +401,74 @@ class Store:
             return False
         return True
 
+    def lookup_dynamic_many(
+        self, keys: Sequence[str], also: Sequence[str] = ()
+    ) -> list[tuple[bytes, list[str], list[bytes], frozenset[str]] | None]:
+        """Values stored by :meth:`save_dynamic`: ``(data, keys, tokens, stale)`` or None each.
+
+        ``stale`` names the stamp keys that changed or are gone since the value was stored: the
+        value is valid iff it is empty (a stale one is returned for callers that may serve it
+        for a bounded time). One round trip reads the values together with ``also``, the stamp
+        keys the caller expects them to carry (remembered from an earlier read); a second one
+        reads only the stamp keys that were not among them.
+        """
+        found: list[tuple[bytes, list[str], list[bytes], frozenset[str]] | None] = [None] * len(
+            keys
+        )
+        if not keys or ((self._missed or self._down) and not self._recover()):
+            return found
+        wanted = set(keys)
+        extra = [k for k in dict.fromkeys(also) if k not in wanted]
+        try:
+            values = self.backend.get_many([*keys, *extra])
+        except BackendError as exc:
+            self._failed(exc)
+            return found
+        current = dict(zip(extra, values[len(keys) :], strict=True))
+        stored: list[tuple[list[str], list[bytes], bytes] | None] = []
+        for key, raw in zip(keys, values[: len(keys)], strict=True):
+            item = None
+            if raw is not None:
+                try:
+                    item = msgpack.unpackb(raw, use_list=True)
+                    if len(item) != 3 or len(item[0]) != len(item[1]) or not item[0]:
+                        item = None
+                except Exception:
+                    logger.warning("freshcache: undecodable payload at %s treated as a miss", key)
+                    item = None
+            stored.append(item)
+        missing = list(dict.fromkeys(k for s in stored if s for k in s[0] if k not in current))
+        if missing:
+            try:
+                current.update(zip(missing, self.backend.get_many(missing), strict=True))
+            except BackendError as exc:
+                self._failed(exc)
+                return found
+        for i, item in enumerate(stored):
+            if item is None:
+                continue
+            stamp_keys, tokens, data = item
+            stale = set()
+            for key, token in zip(stamp_keys, tokens, strict=True):
+                value = current[key]
+                if value is not None and value.startswith(b"@"):  # a registry: its epoch
+                    value = value.split(_SCHEME_SEP, 1)[0]
+                if value != token:
+                    stale.add(key)
+            found[i] = (data, stamp_keys, tokens, frozenset(stale))
+        return found
+
+    def try_lock(self, key: str, timeout: float) -> bytes | None:
+        """Take the dog-pile lock of ``key`` without waiting: the token to release, or None
+        when another caller holds it (or the backend failed)."""
+        token = new_token()
+        try:
+            acquired, _, _ = self.backend.lock_acquire(lock_key(key), token, int(timeout * 1000))
+        except BackendError as exc:
+            self._failed(exc)
+            return None
+        return token if acquired else None
+
     def delete(self, keys: Sequence[str]) -> None:
         try:
             self.backend.delete_many(keys)

@@ -47,3 +47,32 @@ class Milestone(Project):
 
     due = models.DateField(null=True)
     done = models.BooleanField(default=False)
+
+
+class UUIDItem(models.Model):
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=200)
+
+
+class CodeItem(models.Model):
+    code = models.CharField(max_length=20, primary_key=True)
+    label = models.CharField(max_length=200, db_column="the_label")
+
+
+class Pair(models.Model):
+    left = models.IntegerField()
+    right = models.IntegerField()
+    note = models.TextField(default="")
+
+    class Meta:
+        unique_together = [("left", "right")]
+
+
+class Keyword(models.Model):
+    """A table and columns named with SQL keywords."""
+
+    group = models.CharField(max_length=20, db_column="select")
+    order = models.IntegerField(db_column="from", default=0)
+
+    class Meta:
+        db_table = "order"
