@@ -148,12 +148,19 @@ class Config:
             return cls(mixed=MixedConfig(long=long))
         return cls(
             quick=True,
-            iterations=300,
+            iterations=200,
             warmup=100,
-            rounds=3,
+            rounds=2,
             invalidate_keys=2000,
             invalidate_repeats=1,
-            mixed=MixedConfig(duration=2.5, warmup=0.5, long=long),
+            mixed=MixedConfig(
+                workers=[1, 4],
+                write_ratios=[0.01, 0.50],
+                duration=2.0,
+                warmup=0.5,
+                memory_cell=(4, 0.01),
+                long=long,
+            ),
         )
 
     def to_json(self) -> str:

@@ -1,18 +1,24 @@
 """The mixed workload: N processes reading and writing items picked from a Zipf distribution.
 
-Reads are ``Item.objects.get(pk=...)`` or ``get(slug=...)``; a write loads the item through the
-ORM, sets its ``version`` and calls ``save()``. Every cell starts with the library's Redis
-database empty (in-process caches start empty because every cell starts new processes).
+A read is ``Item.objects.get(pk=...)`` (40%), ``get(slug=...)`` (40%) or the sum of the
+``version`` column over the item's category, ``filter(category_id=...).aggregate(Sum(...))``
+(20%). A write loads the item through the ORM, sets its ``version`` and calls ``save()``. Every
+cell starts with the library's Redis database empty (in-process caches start empty because
+every cell starts new processes).
 
 Stale reads. Writers take a per-item lock and draw ``version`` from a global counter, so an
-item's versions grow in commit order; after ``save()`` returns (the commit and the library's
-invalidation are done) the writer records the version in a Redis hash on a database of its own.
-A checked read first reads that hash (``v_before``), then reads through the cache, then reads
-the row again with a separate psycopg connection that no library sees. The read is **stale**
-when the cached version is older than ``v_before``: it began after a write had committed and
-returned, and still got an older answer. ``differs`` counts cached answers that do not match
-the database at check time for any reason, including writes that raced with the read; it is
-not an error by itself.
+item's version, and therefore its category's sum, only grows, in commit order. Once ``save()``
+has returned (the commit and the library's invalidation are done) the writer records, in a Redis
+hash on a database of its own, the item's version and its category's sum read from the database.
+A checked read first takes those records (``committed``), reads the database directly
+(``strict``), reads through the cache, then reads the database again (``after``), the database
+reads on a psycopg connection no library sees. The read is:
+
+* **stale** when its answer is below ``committed``: it began after a write had committed and
+  been invalidated, and still returned an older answer;
+* in the **window** when it is below ``strict`` only: a write had committed but its ``save()``
+  had not returned yet (the interval between commit and invalidation every such cache has);
+* **differs** when it does not match ``after``, for any reason, racing writes included.
 
 Latencies and throughput count only the timed ORM calls after the warm-up: the checks, locks
 and bookkeeping are subtracted from each process's wall time.
@@ -65,6 +71,19 @@ def _child(spec: dict[str, Any], index: int, barrier: Any, queue: Any) -> None:
         queue.put({"index": index, "error": traceback.format_exc()})
 
 
+class Tally:
+    """One process's counts; the driver adds them up across processes."""
+
+    def __init__(self) -> None:
+        self.reads, self.writes = array("q"), array("q")
+        self.hits = self.checked = self.stale = self.window = self.differs = 0
+        self.lock_skips = 0
+        self.stale_items: set[str] = set()
+        self.examples: list[dict[str, Any]] = []
+        self.touched: set[int] = set()
+        self.overhead = 0
+
+
 def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]:
     import django
 
@@ -72,6 +91,7 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
     import psycopg
     import redis
     from django.db import connection
+    from django.db.models import Sum
 
     from benchmarks.adapters import QueryCounter
     from benchmarks.benchapp.models import Item
@@ -84,15 +104,80 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
     rng = random.Random(1000 * spec["seed"] + index)
     pick = Zipf(spec["rows"], spec["zipf_s"], rng)
     ns: str = spec["namespace"]
+    categories: int = spec["categories"]
     write_ratio: float = spec["write_ratio"]
     check_rate: float = spec["check_rate"]
-
-    reads, writes = array("q"), array("q")
-    hits = checked = stale = differs = lock_skips = 0
-    examples: list[dict[str, Any]] = []
-    touched: set[int] = set()
-    overhead = 0
+    fields = [f"{{}}:{i}" for i in range(spec["workers"])]
+    tally = Tally()
     clock = time.perf_counter_ns
+
+    def in_db(kind: str, key: int) -> int:
+        """The answer now, from a connection no library sees."""
+        if kind == "category":
+            sql = "SELECT COALESCE(SUM(version), 0) FROM benchapp_item WHERE category_id = %s"
+        else:
+            sql = "SELECT version FROM benchapp_item WHERE id = %s"
+        return int(verify.execute(sql, (key,)).fetchone()[0])  # type: ignore[index]
+
+    def committed(kind: str, key: int) -> int:
+        """A lower bound of the answer after every write whose save() has returned."""
+        if kind == "category":
+            values = state.hmget(f"{ns}:catsum", [f.format(key) for f in fields])
+            return max((int(v) for v in values if v), default=0)
+        raw = state.hget(f"{ns}:version", str(key))
+        return int(raw) if raw else 0
+
+    def write(pk: int) -> int | None:
+        lock = f"{ns}:lock:{pk}"
+        if not state.set(lock, index, nx=True, px=10_000):
+            tally.lock_skips += 1
+            return None
+        version = int(state.incr(f"{ns}:seq"))
+        t0 = clock()
+        obj = Item.objects.get(pk=pk)
+        obj.version = version
+        obj.save()
+        elapsed = clock() - t0
+        category = 1 + (pk - 1) % categories
+        state.hset(f"{ns}:version", str(pk), version)
+        # Versions only grow, so a category's sum read now bounds every later answer from below.
+        state.hset(f"{ns}:catsum", f"{category}:{index}", in_db("category", category))
+        state.delete(lock)
+        return elapsed
+
+    def read(kind: str, pk: int) -> tuple[int, int, bool]:
+        queries = counter.count
+        t0 = clock()
+        if kind == "pk":
+            answer = Item.objects.get(pk=pk).version
+        elif kind == "slug":
+            answer = Item.objects.get(slug=f"item-{pk}").version
+        else:
+            category = 1 + (pk - 1) % categories
+            total = Item.objects.filter(category_id=category).aggregate(s=Sum("version"))["s"]
+            answer = int(total or 0)
+        elapsed = clock() - t0
+        return answer, elapsed, counter.count == queries
+
+    def checked_read(kind: str, pk: int) -> tuple[int, bool]:
+        key = 1 + (pk - 1) % categories if kind == "category" else pk
+        floor = committed(kind, key)
+        strict = in_db(kind, key)
+        answer, elapsed, hit = read(kind, pk)
+        after = in_db(kind, key)
+        tally.checked += 1
+        tally.differs += answer != after
+        if answer < floor:
+            tally.stale += 1
+            tally.stale_items.add(f"{kind}:{key}")
+            if len(tally.examples) < _STALE_EXAMPLES:
+                tally.examples.append(
+                    {"by": kind, "key": key, "cached": answer, "committed_before_read": floor,
+                     "in_db_before": strict, "in_db_after": after, "hit": hit}
+                )  # fmt: skip
+        elif answer < strict:
+            tally.window += 1
+        return elapsed, hit
 
     barrier.wait(timeout=_START_TIMEOUT)
     start = clock()
@@ -104,74 +189,40 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
             break
         measured = t_loop >= measure_from
         pk = pick()
-        touched.add(pk)
+        tally.touched.add(pk)
         if rng.random() < write_ratio:
-            lock = f"{ns}:lock:{pk}"
-            if not state.set(lock, index, nx=True, px=10_000):
-                lock_skips += 1
-                overhead += clock() - t_loop if measured else 0
-                continue
-            version = int(state.incr(f"{ns}:seq"))
-            t0 = clock()
-            obj = Item.objects.get(pk=pk)
-            obj.version = version
-            obj.save()
-            t1 = clock()
-            state.hset(f"{ns}:version", str(pk), version)
-            state.delete(lock)
+            elapsed = write(pk)
+            if measured and elapsed is not None:
+                tally.writes.append(elapsed)
+        else:
+            r = rng.random()
+            kind = "pk" if r < 0.4 else "slug" if r < 0.8 else "category"
+            if rng.random() < check_rate:
+                elapsed, hit = checked_read(kind, pk)
+            else:
+                _, elapsed, hit = read(kind, pk)
             if measured:
-                writes.append(t1 - t0)
-                overhead += (t0 - t_loop) + (clock() - t1)
-            continue
-        check = rng.random() < check_rate
-        before = 0
-        if check:
-            raw = state.hget(f"{ns}:version", str(pk))
-            before = int(raw) if raw else 0
-        by_slug = rng.random() < 0.5
-        queries = counter.count
-        t0 = clock()
-        obj = Item.objects.get(slug=f"item-{pk}") if by_slug else Item.objects.get(pk=pk)
-        t1 = clock()
-        hit = counter.count == queries
-        if check:
-            row = verify.execute("SELECT version FROM benchapp_item WHERE id = %s", (pk,))
-            in_db = row.fetchone()[0]  # type: ignore[index]
-            checked += 1
-            if obj.version != in_db:
-                differs += 1
-            if obj.version < before:
-                stale += 1
-                if len(examples) < _STALE_EXAMPLES:
-                    examples.append(
-                        {
-                            "pk": pk,
-                            "by": "slug" if by_slug else "pk",
-                            "cached": obj.version,
-                            "committed_before_read": before,
-                            "in_db_after": in_db,
-                            "hit": hit,
-                        }
-                    )
+                tally.reads.append(elapsed)
+                tally.hits += hit
         if measured:
-            reads.append(t1 - t0)
-            hits += hit
-            overhead += (t0 - t_loop) + (clock() - t1)
+            tally.overhead += (clock() - t_loop) - (elapsed or 0)
     wall = clock() - measure_from
     verify.close()
     return {
         "index": index,
-        "ops": len(reads) + len(writes),
-        "reads": reads.tobytes(),
-        "writes": writes.tobytes(),
-        "hits": hits,
-        "busy_ns": max(wall - overhead, 1),
-        "checked": checked,
-        "stale": stale,
-        "differs": differs,
-        "examples": examples,
-        "lock_skips": lock_skips,
-        "touched": sorted(touched),
+        "ops": len(tally.reads) + len(tally.writes),
+        "reads": tally.reads.tobytes(),
+        "writes": tally.writes.tobytes(),
+        "hits": tally.hits,
+        "busy_ns": max(wall - tally.overhead, 1),
+        "checked": tally.checked,
+        "stale": tally.stale,
+        "stale_items": sorted(tally.stale_items),
+        "window": tally.window,
+        "differs": tally.differs,
+        "examples": tally.examples,
+        "lock_skips": tally.lock_skips,
+        "touched": sorted(tally.touched),
     }
 
 
@@ -219,7 +270,7 @@ def run_cell(
         client.flushdb()
         baseline = int(client.info("memory")["used_memory"])
         client.close()
-    spec = {**spec, "write_ratio": write_ratio, "duration": duration}
+    spec = {**spec, "workers": workers, "write_ratio": write_ratio, "duration": duration}
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers + 1)
     queue = ctx.Queue()
@@ -275,6 +326,8 @@ def run_cell(
         "hit_ratio": sum(o["hits"] for o in outputs) / n_reads if n_reads else None,
         "checked": sum(o["checked"] for o in outputs),
         "stale": sum(o["stale"] for o in outputs),
+        "stale_items": len({i for o in outputs for i in o["stale_items"]}),
+        "window": sum(o["window"] for o in outputs),
         "differs": sum(o["differs"] for o in outputs),
         "stale_examples": [e for o in outputs for e in o["examples"]][:_STALE_EXAMPLES],
         "lock_skips": sum(o["lock_skips"] for o in outputs),

@@ -121,12 +121,12 @@ class Run:
         return str(self.results.get(lib, {}).get("versions", {}).get(key) or "?")
 
 
-def cell_text(entry: dict[str, Any] | None) -> str:
+def cell_text(entry: dict[str, Any] | None, cached: bool = True) -> str:
     if not entry or not entry.get("summary"):
         return "n/a"
     s = entry["summary"]
     text = f"{us(s['median_us'])} / {us(s['p99_us'])}"
-    if entry.get("queries_on_hit"):
+    if cached and entry.get("queries_on_hit"):
         text += " †"
     return text
 
@@ -160,6 +160,27 @@ def section_machine(r: Run) -> str:
     return table(["", ""], [[k, v] for k, v in versions])
 
 
+def load_note(r: Run) -> str:
+    load = r.raw.get("load") or {}
+    micro = load.get("micro")
+    if not micro:
+        return ""
+    cores = r.raw["machine"]["nproc"]
+    text = (
+        f"Load average (1 minute) while the micro benchmarks ran: mean {micro['mean']:.1f}, "
+        f"max {micro['max']:.1f}, on {cores} cores; the suite itself accounts for about 1 there "
+        "(one library at a time, plus the servers)."
+    )
+    if micro["mean"] > 1.5:
+        text += (
+            " **Other processes were competing for the CPU during this run**: absolute "
+            "figures are inflated and noisier than on an idle machine. Ratios stay comparable "
+            "because the libraries took turns in short rounds, so the load weighed on all of "
+            "them alike."
+        )
+    return text
+
+
 def section_hits(r: Run) -> str:
     header = ["operation", *(r.labels[i] for i in r.ids)]
     has_floor = FC in r.ids
@@ -167,7 +188,7 @@ def section_hits(r: Run) -> str:
         header.append("floor: MGET + msgpack")
     rows = []
     for name, label in HIT_OPS:
-        row = [label, *(cell_text(r.op(i, name)) for i in r.ids)]
+        row = [label, *(cell_text(r.op(i, name), i != "none") for i in r.ids)]
         if has_floor:
             row.append(cell_text(r.floor(FC, name)))
         rows.append(row)
@@ -279,36 +300,47 @@ def section_stale(r: Run) -> tuple[str, list[str]]:
         long = (r.results.get(i, {}).get("mixed") or {}).get("long")
         if long:
             cells.append(long)
-        checked = sum(c["checked"] for c in cells)
-        stale = sum(c["stale"] for c in cells)
-        differs = sum(c["differs"] for c in cells)
-        reads = sum(c["reads"] for c in cells)
+
+        def total(key: str, cells: list[dict[str, Any]] = cells) -> int:
+            return sum(c.get(key, 0) for c in cells)
+
         worst = [c for c in cells if c["stale"]]
-        where = ", ".join(f"{c['workers']}w/{c['write_ratio']:.0%}: {c['stale']}" for c in worst)
+        where = ", ".join(
+            f"{c['workers']}w/{c['write_ratio']:.0%}: {c['stale']} ({c['stale_items']} keys)"
+            for c in worst
+        )
+        stale = total("stale")
         rows.append(
             [
                 r.labels[i],
-                f"{reads:,}",
-                f"{checked:,}",
+                f"{total('reads'):,}",
+                f"{total('checked'):,}",
                 f"**{stale}**" if stale else "0",
-                f"{differs:,}",
+                f"{total('window'):,}",
+                f"{total('differs'):,}",
                 where or DASH,
             ]
         )
         for c in worst:
             for e in c["stale_examples"]:
+                what = (
+                    f"the version sum of category {e['key']}"
+                    if e["by"] == "category"
+                    else f"get({e['by']}=) of item {e['key']}"
+                )
+                hit = "a cache hit" if e["hit"] else "not a cache hit"
                 details.append(
                     f"{r.labels[i]}, {c['workers']} workers, {c['write_ratio']:.0%} writes: "
-                    f"get({e['by']}=) of item {e['pk']} returned version {e['cached']} "
-                    f"({'a cache hit' if e['hit'] else 'not a cache hit'}) after version "
-                    f"{e['committed_before_read']} had committed; the database then had "
-                    f"{e['in_db_after']}"
+                    f"{what} returned {e['cached']} ({hit}) when {e['committed_before_read']} "
+                    f"had been committed and invalidated before the read began (the database: "
+                    f"{e['in_db_before']} before, {e['in_db_after']} after)"
                 )
     header = [
         "library",
         "timed reads",
         "reads checked",
         "stale",
+        "in the commit window",
         "differs (any reason)",
         "stale by cell",
     ]
@@ -322,7 +354,7 @@ def _memory_row(label: str, cell: dict[str, Any] | None) -> list[str]:
     touched = max(cell["touched"], 1)
     return [
         label,
-        f"{cell['reads'] + cell['writes']:,} ops, {cell['duration']:.0f}s",
+        f"{cell['reads'] + cell['writes']:,} ops, {cell['duration']:g} s",
         f"{mem['keys']:,}",
         mib(mem["delta"]),
         f"{cell['touched']:,}",
@@ -440,6 +472,8 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         section_machine(r),
         "",
+        load_note(r),
+        "",
         "Configuration: cacheops and freshcache cache every operation of the benchmark models "
         "(`{'ops': 'all'}` profiles); cachalot caches every query by itself, through Django's "
         "built-in `RedisCache`; every cached value lives one hour. hiredis is installed for "
@@ -448,7 +482,8 @@ def markdown(run: dict[str, Any]) -> str:
         "## Cache hits",
         "",
         f"Median / p99 in microseconds over {config['iterations']:,} timed runs after "
-        f"{max(config['warmup'], 100)} warm-up runs, each rotating over 100 keys (items) or 10 "
+        f"{max(config['warmup'], 100)} warm-up runs, in {config['rounds']} rounds in which the "
+        "libraries take turns; each operation rotates over 100 keys (items) or 10 "
         'categories, all cached. A † marks a "hit" that still sent a query to the database. '
         "The floor is the same freshcache payloads fetched with a raw redis-py `MGET` of the "
         "keys the hit read, plus msgpack decoding of the rows, without building model "
@@ -497,14 +532,15 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         "## Mixed workload",
         "",
-        f"Workers are separate processes running for {mixed['duration']:g} s each "
+        f"Workers are separate processes running for {mixed['duration']:g} s per cell "
         f"({mixed['warmup']:g} s warm-up not counted). Each picks an item from a Zipf "
-        f"distribution (s = {mixed['zipf_s']}) over all {config['rows']:,} items; a read is "
-        "`get(pk=)` or `get(slug=)`, a write loads the item, changes it and calls `save()`. "
-        "Throughput counts only the timed ORM calls: the harness's checks and locks are "
-        "subtracted from each worker's time. The in-process freshcache backend runs with one "
-        "worker only: with several processes each would have its own cache, which is what it "
-        "warns about.",
+        f"distribution (s = {mixed['zipf_s']}) over all {config['rows']:,} items. A read is "
+        "`get(pk=)` (40%), `get(slug=)` (40%) or the sum of `version` over the item's category, "
+        "`filter(category_id=).aggregate(Sum())` (20%); a write loads the item, changes its "
+        "`version` and calls `save()`. Throughput counts only the timed ORM calls: the "
+        "harness's checks and locks are subtracted from each worker's time. The libraries take "
+        "turns cell by cell. The in-process freshcache backend runs with one worker only: with "
+        "several processes each would have its own cache, which it warns about.",
         "",
         "### Throughput (operations per second)",
         "",
@@ -521,14 +557,20 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         "### Stale reads",
         "",
-        f"{mixed['check_rate']:.0%} of reads are checked. Writers take a per-item lock, number "
-        "their writes from a global counter and record the number once `save()` has returned "
-        "(committed and invalidated), in a Redis hash on a database of its own. A checked read "
-        "notes the recorded number for its item *before* it starts, reads through the cache, "
-        "then reads the row again with a separate connection no library sees. It is **stale** "
-        "when it returned an older version than one committed before it began. *Differs* "
-        "counts every cached answer that did not match the database at check time, including "
-        "writes that raced with the read, which is not an error by itself.",
+        f"{mixed['check_rate']:.0%} of reads are checked. Writers take a per-item lock and "
+        "number their writes from a global counter, so versions, and the category sums, only "
+        "grow. Once `save()` has returned (committed and invalidated) a writer records the "
+        "item's version and its category's sum, read from the database, in a Redis hash on a "
+        "database of its own. A checked read takes those records *before* it starts, reads the "
+        "database, reads through the cache, and reads the database again, on a connection no "
+        "library sees. It is **stale** when it returned less than what had been committed and "
+        "invalidated before it began: the cached answer differs from the database's for a read "
+        "that began after the last write to that key committed. *In the commit window* counts "
+        "reads that returned less than the database held when they began, but whose write had "
+        "not finished `save()` yet (committed, not yet invalidated): every cache that "
+        "invalidates after commit has that window. *Differs* counts every answer that did not "
+        "match the database right after the read, racing writes included, which is not an "
+        "error by itself.",
         "",
         stale_table,
         "",

@@ -41,11 +41,14 @@ from benchmarks.stats import summarize
 
 RESULTS = REPO_ROOT / "benchmarks" / ".results"
 _started = time.monotonic()
-_load: list[float] = []
+#: 1-minute load averages sampled at each progress line, by phase.
+_load: dict[str, list[float]] = {"micro": [], "mixed": []}
+_phase = ["setup"]
 
 
 def log(message: str) -> None:
-    _load.append(os.getloadavg()[0])
+    if _phase[0] in _load:
+        _load[_phase[0]].append(os.getloadavg()[0])
     elapsed = time.monotonic() - _started
     print(
         f"[bench {int(elapsed // 60)}m{int(elapsed % 60):02d}s] {message}",
@@ -302,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             "databases ready; micro benchmarks, interleaved in "
             f"{config.rounds} rounds of {math.ceil(config.iterations / config.rounds)} runs"
         )
+        _phase[0] = "micro"
         micro = run_micro(workers, config)
+        _phase[0] = "mixed"
         log(
             f"mixed workload: {len(config.mixed.workers) * len(config.mixed.write_ratios)} cells "
             f"of {config.mixed.duration:g}s per library"
@@ -325,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "command": command_line(args),
         "seconds": time.monotonic() - _started,
-        "load": {"before": load_before[0], "mean": sum(_load) / len(_load), "max": max(_load)},
+        "load": {
+            "before": load_before[0],
+            **{
+                phase: {"mean": sum(v) / len(v), "max": max(v)} if v else None
+                for phase, v in _load.items()
+            },
+        },
         "libraries": [
             {"id": lib.id, "label": lib.label, "shared": lib.shared, "dist": lib.dist}
             for lib in libs

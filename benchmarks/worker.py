@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "state_url": state_url,
         "pg": pg_params(db_name),
         "rows": config.rows,
+        "categories": config.categories,
         "zipf_s": config.mixed.zipf_s,
         "check_rate": config.mixed.check_rate,
         "warmup": config.mixed.warmup,

@@ -84,7 +84,7 @@ def test_unhashable_and_unkeyable_extra() -> None:
 
 @override_settings(FRESHCACHE=PROFILES)
 def test_non_ascii_and_very_long_values(queries: Any) -> None:
-    name = "Zürich–東京–" + "ŝ" * 2000
+    name = "Zürich/東京/" + "ŝ" * 2000
     Team.objects.create(name=name[:50])
     Person.objects.create(name=name[:50])
     assert cached_twice(queries, lambda: [t.name for t in Team.objects.filter(name=name[:50])])
@@ -117,7 +117,8 @@ def test_custom_primary_keys_and_columns(queries: Any) -> None:
 @override_settings(FRESHCACHE=PROFILES)
 def test_tables_and_columns_named_with_sql_keywords(queries: Any) -> None:
     Keyword.objects.create(group="g", order=1)
-    assert cached_twice(queries, lambda: list(Keyword.objects.filter(group="g").values_list("order", flat=True))) == [1]  # fmt: skip
+    orders = lambda: list(Keyword.objects.filter(group="g").values_list("order", flat=True))  # noqa: E731
+    assert cached_twice(queries, orders) == [1]
     Keyword.objects.filter(group="g").update(order=2)
     assert list(Keyword.objects.filter(group="g").values_list("order", flat=True)) == [2]
     with connection.cursor() as cursor:
@@ -132,7 +133,8 @@ def test_ten_thousand_element_in_list(queries: Any) -> None:
     team = Team.objects.create(name="t")
     values = list(range(10**7, 10**7 + 10_000))
     values[5] = team.pk
-    assert cached_twice(queries, lambda: list(Team.objects.filter(pk__in=values).values_list("name", flat=True))) == ["t"]  # fmt: skip
+    names = lambda: list(Team.objects.filter(pk__in=values).values_list("name", flat=True))  # noqa: E731
+    assert cached_twice(queries, names) == ["t"]
     Team.objects.create(name="another")  # > max_in: the whole table is the dependency
     assert list(Team.objects.filter(pk__in=values).values_list("name", flat=True)) == ["t"]
     Team.objects.filter(pk=team.pk).update(name="renamed")

@@ -4,47 +4,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('propapp', '0001_initial'),
+        ("propapp", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CodeItem',
+            name="CodeItem",
             fields=[
-                ('code', models.CharField(max_length=20, primary_key=True, serialize=False)),
-                ('label', models.CharField(db_column='the_label', max_length=200)),
+                ("code", models.CharField(max_length=20, primary_key=True, serialize=False)),
+                ("label", models.CharField(db_column="the_label", max_length=200)),
             ],
         ),
         migrations.CreateModel(
-            name='Keyword',
+            name="Keyword",
             fields=[
-                ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('group', models.CharField(db_column='select', max_length=20)),
-                ('order', models.IntegerField(db_column='from', default=0)),
+                (
+                    "id",
+                    models.AutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("group", models.CharField(db_column="select", max_length=20)),
+                ("order", models.IntegerField(db_column="from", default=0)),
             ],
             options={
-                'db_table': 'order',
+                "db_table": "order",
             },
         ),
         migrations.CreateModel(
-            name='UUIDItem',
+            name="UUIDItem",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=200)),
             ],
         ),
         migrations.CreateModel(
-            name='Pair',
+            name="Pair",
             fields=[
-                ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('left', models.IntegerField()),
-                ('right', models.IntegerField()),
-                ('note', models.TextField(default='')),
+                (
+                    "id",
+                    models.AutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("left", models.IntegerField()),
+                ("right", models.IntegerField()),
+                ("note", models.TextField(default="")),
             ],
             options={
-                'unique_together': {('left', 'right')},
+                "unique_together": {("left", "right")},
             },
         ),
     ]
