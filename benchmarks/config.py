@@ -119,7 +119,7 @@ class MixedConfig:
     write_ratios: list[float] = field(default_factory=lambda: [0.01, 0.10, 0.50])
     #: Seconds per cell, of which ``warmup`` is not measured (stale reads are counted throughout).
     duration: float = 8.0
-    warmup: float = 1.0
+    warmup: float = 2.0
     zipf_s: float = 1.1
     #: Share of reads verified against the database, with the cache bypassed.
     check_rate: float = 0.25

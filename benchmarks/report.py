@@ -128,6 +128,8 @@ def cell_text(entry: dict[str, Any] | None, cached: bool = True) -> str:
     text = f"{us(s['median_us'])} / {us(s['p99_us'])}"
     if cached and entry.get("queries_on_hit"):
         text += " †"
+    if entry.get("queries_after") == 0:
+        text += " (a read right after it was still a hit!)"
     return text
 
 
@@ -435,7 +437,7 @@ def markdown(run: dict[str, Any]) -> str:
     config = run["config"]
     mixed = config["mixed"]
     quick = (
-        "\n!!! note\n    This is a **quick smoke run** (`QUICK=1`): few iterations, short cells. "
+        "\n> This is a **quick smoke run** (`QUICK=1`): few iterations, short cells. "
         "Run `make bench` for the figures to quote.\n"
         if config["quick"]
         else ""
@@ -477,7 +479,9 @@ def markdown(run: dict[str, Any]) -> str:
         "Configuration: cacheops and freshcache cache every operation of the benchmark models "
         "(`{'ops': 'all'}` profiles); cachalot caches every query by itself, through Django's "
         "built-in `RedisCache`; every cached value lives one hour. hiredis is installed for "
-        f"every library. Data: {config['rows']:,} items in {config['categories']} categories.",
+        f"every library. Data: {config['rows']:,} items in {config['categories']} categories. "
+        "Django 5.2 (LTS) is the newest release all three support: cacheops 7.2 declares "
+        "Django up to 5.2, cachalot 2.9.1 supports 4.2 to 6.1.",
         "",
         "## Cache hits",
         "",
@@ -606,7 +610,7 @@ def plot_latency(r: Run, path: Path) -> None:
     series = [(r.labels[i], [r.median(i, n) for n, _ in HIT_OPS]) for i in r.ids]
     if FC in r.ids:
         series.append(("floor (freshcache payload)", [r.floor_median(FC, n) for n, _ in HIT_OPS]))
-    fig, ax = plt.subplots(figsize=(9, 6.5))
+    fig, ax = plt.subplots(figsize=(9, 7))
     height = 0.8 / max(len(series), 1)
     for k, (label, values) in enumerate(series):
         ys = [j + k * height for j in range(len(HIT_OPS))]
@@ -618,7 +622,7 @@ def plot_latency(r: Run, path: Path) -> None:
     ax.set_xlabel("median latency of a cache hit, µs (log scale)")
     ax.set_title("Hit latency per operation")
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.depsapp",
     "tests.propapp",
+    "tests.flashapp",
 ]
 
 MIDDLEWARE = [
@@ -78,5 +79,6 @@ FRESHCACHE = {
     "testapp.*": {"ops": "all"},
     "depsapp.*": {},
     "propapp.*": {"ops": "all"},
+    "flashapp.*": {},
     "auth.user": {"ops": "get"},
 }

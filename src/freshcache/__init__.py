@@ -6,6 +6,7 @@ unchanged; writes delete the stamps they match. See docs/how-it-works.md.
 
 from __future__ import annotations
 
+from freshcache.declarative import BatchCacheQuery, InstanceCache, QuerysetCache
 from freshcache.decorators import cached_as, cached_view_as
 from freshcache.exceptions import (
     BackendError,
@@ -13,6 +14,7 @@ from freshcache.exceptions import (
     ImproperlyConfigured,
     UncacheableQuery,
 )
+from freshcache.fallback import bump_version
 from freshcache.fragments import invalidate_fragment
 from freshcache.invalidation import (
     invalidate_all,
@@ -20,6 +22,7 @@ from freshcache.invalidation import (
     invalidate_obj,
     no_invalidation,
 )
+from freshcache.managers import CachedManager, ModelCacheManager
 from freshcache.simple import CacheMiss, FileCache, cache, file_cache
 
 __version__ = "0.1.0.dev0"
@@ -29,12 +32,18 @@ cached_view = cache.cached_view
 
 __all__ = [
     "BackendError",
+    "BatchCacheQuery",
     "CacheMiss",
+    "CachedManager",
     "FileCache",
     "FreshcacheError",
     "ImproperlyConfigured",
+    "InstanceCache",
+    "ModelCacheManager",
+    "QuerysetCache",
     "UncacheableQuery",
     "__version__",
+    "bump_version",
     "cache",
     "cached",
     "cached_as",

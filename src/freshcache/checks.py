@@ -266,3 +266,79 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages.extend(_check_backend())
     messages.extend(_check_locmem())
     return messages
+
+
+# -- declarative caches (InstanceCache, QuerysetCache, ModelCacheManager, CacheMeta) ----------
+
+
+def _check_key_set(owner: str, model: Any, names: Any) -> Iterable[CheckMessage]:
+    from freshcache.declarative import key_field_problem
+
+    if isinstance(names, str) or not names:
+        yield _err(
+            f"{owner} must be a non-empty tuple of field names, not {names!r}.",
+            "Write e.g. ('user',) or ('user', 'event').",
+            17,
+        )
+        return
+    for name in names:
+        problem = key_field_problem(model, name)
+        if problem:
+            yield _err(f"{owner}: {problem[0]}", problem[1], 17)
+
+
+@register()
+def check_declarative(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Key fields that are not fields of the model (E017), cached foreign keys that are not
+    foreign keys (E018), cache classes without a model or a timeout (E019)."""
+    from django.db.models import Model
+
+    from freshcache.declarative import cache_classes
+    from freshcache.exceptions import ImproperlyConfigured
+    from freshcache.fallback import default_timeout
+    from freshcache.managers import ModelCacheManager, _manager_classes, merged_options
+
+    messages: list[CheckMessage] = []
+    for cls in cache_classes():
+        model = cls.model
+        if not (isinstance(model, type) and issubclass(model, Model)):
+            messages.append(
+                _err(
+                    f"{cls.__name__}.model is {model!r}, not a Django model.",
+                    "Set model = <the model class whose fields are in key_fields>.",
+                    19,
+                )
+            )
+            continue
+        messages.extend(_check_key_set(f"{cls.__name__}.key_fields", model, cls.key_fields))
+        try:
+            if not cls.timeout:
+                default_timeout(model, cls.__name__)
+        except ImproperlyConfigured as exc:
+            messages.append(_err(str(exc), "Give it a timeout.", 19))
+    for model in apps.get_models():
+        manager = _manager_classes.get(model)
+        if manager is None and not hasattr(model, "CacheMeta"):
+            continue
+        label = model._meta.label
+        try:
+            options = merged_options(manager or ModelCacheManager, model)
+        except ImproperlyConfigured as exc:
+            messages.append(_err(str(exc), "Keep one value.", 19))
+            continue
+        for attr in ("get_key_fields_list", "filter_key_fields_list"):
+            for names in options[attr]:
+                messages.extend(_check_key_set(f"{label} cache {attr}", model, names))
+        for name in options["cached_foreignkeys"]:
+            field = next((f for f in model._meta.concrete_fields if f.name == name), None)
+            if field is None or not field.is_relation:
+                fks = sorted(f.name for f in model._meta.concrete_fields if f.is_relation)
+                messages.append(
+                    _err(
+                        f"{label} cached_foreignkeys names {name!r}, which is not a foreign key "
+                        "or one-to-one field of it.",
+                        f"Its foreign keys: {fks}.",
+                        18,
+                    )
+                )
+    return messages

@@ -1,277 +1,43 @@
 """Declarative caches: ``InstanceCache``, ``QuerysetCache`` and ``BatchCacheQuery``.
 
 A cache class names a model and the fields that key it; ``resolve()`` returns the stored value,
-or runs the fallback (``get_instance`` / ``get_result``) and stores its result. The fallback runs
-inside a capture (:mod:`freshcache.capture`), exactly like ``@cached_as()`` with no samples, so
-the value carries the stamps of everything it read: a write to a key field's old or new value, to
+or runs the fallback (``get_instance`` / ``get_result``) and stores its result with the stamps of
+everything it read (:mod:`freshcache.fallback`): a write to a key field's old or new value, to
 another model a custom fallback reads, a delete -- anything that could change the result -- makes
-it invalid. Nothing here invalidates by hand.
+it invalid, with no invalidation code of its own.
 
-Every value also depends on two more keys: the global epoch (``invalidate_all``) and the model's
-*version* key, which :func:`bump_version` deletes after a deploy that changes the model's fields.
-The cached key is ``call_key(prefix, "d", "<class name>:v<version>", (db, *key values))``, so
-class names must be unique (a duplicate is an error at startup, naming both classes).
-
-Values are read with their stamps in one round trip when this process has read or stored them
-before (it remembers which stamp keys each value carries), two otherwise; a
-:class:`BatchCacheQuery` reads any number of values in the same round trip.
+The key is ``call_key(prefix, "d", "<class name>:v<version>", (db, *key values))``, so class
+names must be unique: a duplicate is an error at startup (caches.py modules are imported then),
+naming both classes. Key values are normalised: an instance and its id give the same key.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import connections, router
+from django.db import router
 from django.db.models import Model, QuerySet
 from django.db.models.query import RawQuerySet
 
-from freshcache import capture
-from freshcache import transaction as tx
-from freshcache.conf import key_prefix, on_reset, profile_for, settings
-from freshcache.exceptions import ImproperlyConfigured, SerializationError
+from freshcache.conf import key_prefix, profile_for
+from freshcache.exceptions import ImproperlyConfigured
+from freshcache.fallback import MISS, Absent, Spec, default_timeout, fetch, run, served
 from freshcache.keys import call_key
-from freshcache.serializers import dumps_signed, loads_signed
-from freshcache.signals import cache_read
-from freshcache.store import Plan, store
+from freshcache.store import store
 
 __all__ = [
     "BatchCacheQuery",
     "InstanceCache",
+    "ModelCache",
     "QuerysetCache",
-    "Spec",
-    "bump_version",
     "cache_classes",
+    "canonical",
     "key_field_problem",
+    "simple_classes",
 ]
-
-logger = logging.getLogger("freshcache")
-_now = time.time  # the clock of ``allowtime``; a module attribute so tests can move it
-_MISS: Any = object()
-_UNSET: Any = object()
-Found = tuple[bytes, list[str], list[bytes], frozenset[str]]
-
-
-class _Absent:
-    """Stored when the fallback raised the model's ``DoesNotExist``: absence is cached too."""
-
-    __slots__ = ()
-
-
-# -- versions ---------------------------------------------------------------------------------
-
-
-def version_key(prefix: str, model: type[Model]) -> str:
-    """The key every declarative value of ``model`` depends on; deleting it is a bump."""
-    return f"{prefix}mv:{model._meta.concrete_model._meta.label_lower}"
-
-
-def bump_version(model: type[Model], using: str | None = None) -> None:
-    """Invalidate every declarative value of ``model`` (``InstanceCache``, ``QuerysetCache``,
-    ``Model.cache``, ``CachedManager``), for all databases unless ``using`` names one.
-
-    Run it after a deploy that adds, removes or changes the model's fields, so that no instance
-    pickled with the old fields is served. ``manage.py bump_version app.Model`` does the same.
-    """
-    aliases = [using] if using else list(connections)
-    store.delete(sorted({version_key(key_prefix(alias), model) for alias in aliases}))
-
-
-# -- the engine: one value, its key and the rules it is cached by ---------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How one value is cached: its key and the options of the class (or manager) it is for."""
-
-    key: str
-    model: type[Model]
-    db: str
-    timeout: int
-    lock: bool = False
-    allowtime: float | None = None
-    invalidation: bool = True
-    owner: Any = None  # what ``cache_read`` reports as ``func``
-
-    @property
-    def hard_keys(self) -> tuple[str, str]:
-        """The global epoch and the model's version: a stale value is never served past them."""
-        prefix = key_prefix(self.db)
-        return f"{prefix}g", version_key(prefix, self.model)
-
-
-class _Hints:
-    """Which stamp keys each value carried when this process last saw it (bounded LRU)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._data: OrderedDict[str, tuple[str, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, keys: Sequence[str]) -> list[str]:
-        with self._lock:
-            return [k for key in keys for k in self._data.get(key, ())]
-
-    def put(self, key: str, stamps: Sequence[str]) -> None:
-        with self._lock:
-            self._data[key] = tuple(stamps)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-hints = _Hints()
-on_reset(hints.clear)
-
-
-def default_timeout(model: type[Model], owner: str) -> int:
-    """The model's profile timeout, else ``FRESHCACHE_DEFAULTS['timeout']``."""
-    profile = profile_for(model)
-    if profile is not None and profile.timeout:
-        return int(profile.timeout)
-    defaults = settings.DEFAULTS if isinstance(settings.DEFAULTS, Mapping) else {}
-    if defaults.get("timeout"):
-        return int(defaults["timeout"])
-    raise ImproperlyConfigured(
-        f"{owner}: no timeout. Set timeout = <seconds> on it, give {model._meta.label} a "
-        "profile with a timeout, or set FRESHCACHE_DEFAULTS = {'timeout': 3600}."
-    )
-
-
-def _bypassed(spec: Spec) -> bool:
-    """Caching off, or uncommitted writes on the connection the value is read from."""
-    return not settings.ENABLED or tx.is_dirty(connections[spec.db])
-
-
-def fetch(specs: Sequence[Spec]) -> list[Found | None]:
-    """What the backend holds for each spec, valid or stale: one round trip when warm."""
-    found: list[Found | None] = [None] * len(specs)
-    wanted = [i for i, spec in enumerate(specs) if not _bypassed(spec)]
-    if wanted:
-        keys = [specs[i].key for i in wanted]
-        for i, item in zip(wanted, store.lookup_dynamic_many(keys, hints.get(keys)), strict=True):
-            found[i] = item
-    return found
-
-
-def _decode(found: Found) -> tuple[float, Any] | Any:
-    try:
-        computed_at, value = loads_signed(found[0])
-    except Exception as exc:  # a payload we cannot verify or read is a miss
-        logger.warning("freshcache: declarative payload rejected (%s), recomputing", exc)
-        return _MISS
-    return computed_at, value
-
-
-def _serve(spec: Spec, found: Found, value: Any) -> Any:
-    hints.put(spec.key, found[1])
-    if capture.active():  # an enclosing computation depends on what this value read
-        capture.record(found[1], found[2])
-    cache_read.send(sender=spec.model, func=spec.owner, hit=True)
-    return value
-
-
-def served(spec: Spec, found: Found | None) -> Any:
-    """The value of a valid hit, or ``_MISS``."""
-    if found is None or found[3]:
-        return _MISS
-    decoded = _decode(found)
-    return _MISS if decoded is _MISS else _serve(spec, found, decoded[1])
-
-
-def run(spec: Spec, compute: Callable[[], Any], found: Found | None = _UNSET) -> Any:
-    """The cached value of ``spec``, else ``compute()`` stored with the stamps of what it read.
-
-    ``found`` is what :func:`fetch` already read for it (a batch), if anything.
-    """
-    if _bypassed(spec):
-        return compute()
-    if found is _UNSET:
-        (found,) = fetch([spec])
-    value = served(spec, found)
-    if value is not _MISS:
-        return value
-    if found is not None and spec.allowtime and not found[3] & set(spec.hard_keys):
-        decoded = _decode(found)
-        if decoded is not _MISS and _now() - decoded[0] < spec.allowtime:
-            token = store.try_lock(spec.key, settings.LOCK_TIMEOUT)
-            if token is None:  # another caller is recomputing it: serve the young stale value
-                return _serve(spec, found, decoded[1])
-            try:
-                return _compute_and_store(spec, compute)
-            finally:
-                store.unlock(spec.key, token)
-    token = None
-    if spec.lock:
-        token = store.lock_or_wait(spec.key, settings.LOCK_TIMEOUT)
-        if token is None:  # whoever held the lock has stored it meanwhile, or gave up
-            value = served(spec, fetch([spec])[0])
-            if value is not _MISS:
-                return value
-    try:
-        return _compute_and_store(spec, compute)
-    finally:
-        if token is not None:
-            store.unlock(spec.key, token)
-
-
-def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
-    hard = Plan(keys=spec.hard_keys, registries=(), schemes=(), tables=())
-    if spec.invalidation:
-        with capture.capturing() as recorded:
-            tokens = store.read_stamps(hard, spec.timeout)  # before the database, as always
-            if tokens is None:
-                capture.poison("the backend could not be read")
-            else:
-                capture.record(hard.keys, tokens)
-            value = compute()
-        cache_read.send(sender=spec.model, func=spec.owner, hit=False)
-        if recorded.poisoned:
-            logger.debug("freshcache: %s not cached: %s", spec.owner, recorded.poisoned)
-            return value
-        keys = list(recorded.tokens)
-        tokens = [recorded.tokens[k] for k in keys]
-    else:  # time-only expiry: only invalidate_all and bump_version reach it
-        tokens = store.read_stamps(hard, spec.timeout)
-        value = compute()
-        cache_read.send(sender=spec.model, func=spec.owner, hit=False)
-        if tokens is None or not tx.can_store(connections[spec.db]):
-            return value
-        keys = list(hard.keys)
-    try:
-        data = dumps_signed((_now(), _detached(value)))
-    except SerializationError as exc:
-        logger.debug("freshcache: %s not cached: %s", spec.owner, exc)
-        return value
-    if store.save_dynamic(spec.key, keys, tokens, data, spec.timeout):
-        hints.put(spec.key, keys)
-    return value
-
-
-def _detached(value: Any) -> Any:
-    """Instances without the related objects and prefetches attached to them: those may come
-    from outside the computation (``user.avatar_set.get()`` attaches the caller's ``user``), so
-    their changes would not reach the stored value. They load again when accessed."""
-    if isinstance(value, Model):
-        clone = copy.copy(value)  # Model.__getstate__ copies _state and its fields cache
-        clone._state.fields_cache = {}
-        clone.__dict__.pop("_prefetched_objects_cache", None)
-        return clone
-    if isinstance(value, list):
-        return [_detached(v) if isinstance(v, Model) else v for v in value]
-    return value
-
 
 # -- key fields -------------------------------------------------------------------------------
 
@@ -288,15 +54,14 @@ def key_field_problem(model: type[Model], name: str) -> tuple[str, str] | None:
     try:
         field: Any = opts.get_field(name)
     except FieldDoesNotExist:
-        for candidate in opts.concrete_fields:
-            if candidate.attname == name:
-                return (
-                    f"{name!r} is the column of the foreign key {candidate.name!r} of "
-                    f"{opts.label}, not a field name.",
-                    f"Write {candidate.name!r}; callers may still pass {name}=<id>.",
-                )
         usable = sorted(f.name for f in opts.get_fields() if f.concrete or _is_generic_fk(f))
         return f"{name!r} is not a field of {opts.label}.", f"Fields of {opts.label}: {usable}."
+    if field.name != name:  # get_field() also finds a foreign key by its column, ``user_id``
+        return (
+            f"{name!r} is the column of the foreign key {field.name!r} of {opts.label}, "
+            "not a field name.",
+            f"Write {field.name!r}; callers may still pass {name}=<id>.",
+        )
     if _is_generic_fk(field) or (field.concrete and not field.many_to_many):
         return None
     return (
@@ -322,7 +87,8 @@ class KeyField:
             ct = ContentType.objects.db_manager(db).get_for_model(
                 value, for_concrete_model=field.for_concrete_model
             )
-            return (ct.app_label, ct.model, value.pk), {field.ct_field: ct, field.fk_field: value.pk}
+            part = (ct.app_label, ct.model, value.pk)
+            return part, {field.ct_field: ct, field.fk_field: value.pk}
         target = field.target_field if self.kind == "fk" else field
         if isinstance(value, Model):
             related = field.related_model if self.kind == "fk" else None
@@ -411,8 +177,6 @@ class ModelCache:
                 f"{_origin(cls)}. Cache keys are made from the class name: rename one."
             )
         _classes[cls.__name__] = cls
-        if getattr(cls, cls.fallback) is getattr(cls.__mro__[-2], cls.fallback, None):
-            pass  # pragma: no cover - ModelCache itself has no fallback
         if cls.is_simple():
             names = frozenset(canonical(cls.model, n) for n in cls.key_fields)
             table = simple_classes.setdefault((cls.model, cls.kind), {})
@@ -448,15 +212,13 @@ class ModelCache:
                 f"{cls.__name__}() takes its key fields {expected}, "
                 f"but {len(args)} positional arguments were given"
             )
-        given: dict[str, Any] = {f.name: value for f, value in zip(fields, args)}
+        given: dict[str, Any] = {f.name: value for f, value in zip(fields, args, strict=False)}
         by_name = {f.name: f for f in fields}
         for f in fields:
             if f.kind == "fk":
                 by_name.setdefault(f.field.attname, f)
         for name, value in kwargs.items():
-            target = by_name.get("pk" if name == "pk" and "pk" not in by_name else name)
-            if target is None and name == "pk":
-                target = by_name.get(cls.model._meta.pk.name)
+            target = by_name.get(canonical(cls.model, name))
             if target is None:
                 raise TypeError(
                     f"{cls.__name__}() got an unexpected argument {name!r}; "
@@ -515,7 +277,7 @@ class ModelCache:
 
     def finish(self, value: Any) -> Any:
         """The value a caller receives for what was stored (absence raises ``DoesNotExist``)."""
-        if isinstance(value, _Absent):
+        if isinstance(value, Absent):
             raise self.model.DoesNotExist(
                 f"{self.model._meta.object_name} matching query does not exist."
             )
@@ -552,7 +314,7 @@ class InstanceCache(ModelCache):
         try:
             return self.get_instance(*self.args)
         except self.model.DoesNotExist:
-            return _Absent()
+            return Absent()
 
 
 class QuerysetCache(ModelCache):
@@ -608,7 +370,8 @@ class BatchCacheQuery:
         items = list(self.queries.items())
         batched = [(name, q) for name, q in items if isinstance(q, ModelCache)]
         specs = [q.spec() for _, q in batched]
-        found = dict(zip((name for name, _ in batched), zip(specs, fetch(specs), strict=True)))
+        names = [name for name, _ in batched]
+        found = dict(zip(names, zip(specs, fetch(specs), strict=True), strict=True))
         result: dict[Any, Any] = {}
         for name, query in items:
             try:
@@ -620,7 +383,7 @@ class BatchCacheQuery:
                 spec, item = found[name]
                 if only_cache:
                     value = served(spec, item)
-                    if value is _MISS:
+                    if value is MISS:
                         continue
                 else:
                     value = run(spec, query.compute, item)

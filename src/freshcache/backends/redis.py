@@ -174,10 +174,17 @@ class RedisBackend(Backend):
         signal = f"{key}:{holder.decode()}"
         limit = self.client.connection_pool.connection_kwargs.get("socket_timeout")
         if limit:
-            timeout = min(timeout, float(limit) * 0.9)  # block less than the socket allows
-        # BLMOVE-style wait on a one-element list that every waiter pops and pushes back, so a
-        # single release wakes them all (and late arrivals find it until it expires).
-        return self.client.brpoplpush(signal, signal, max(timeout, 0.01)) is not None
+            # Block well inside the socket timeout: Redis checks blocking timeouts only every
+            # 100 ms, and a reply after the socket gave up would be an error.
+            timeout = min(timeout, float(limit) / 2)
+        if timeout < 0.05:
+            return False
+        # A wait on a one-element list that every waiter pops and pushes back, so a single
+        # release wakes them all (and late arrivals find it until it expires).
+        try:
+            return self.client.brpoplpush(signal, signal, timeout) is not None
+        except redis.TimeoutError:
+            return False  # waiting ran out: the caller looks again or computes itself
 
     @_errors
     def lock_release(self, key: str, token: bytes) -> None:
