@@ -63,8 +63,8 @@ demo: venv ## run the example project's demo
 		echo "demo: not yet (arrives with the ORM caching issue)"; \
 	fi
 
-stress: ## concurrency stress test (placeholder)
-	@echo "stress: not yet"
+stress: venv ## long freshness suites (STRESS_STEPS per configuration), writes docs/reliability.md
+	@scripts/stress.sh
 
 # Knobs for bench (see docs/benchmarks.md): QUICK=1 (a ~2-minute smoke run), LONG=1 (adds the
 # 10x longer Redis-memory run), LIBS=freshcache,cacheops (a subset), BENCH_ARGS (more run.py flags).

@@ -124,7 +124,7 @@ need_services=""
 for leg in "${legs[@]}"; do
     venv="$(leg_venv "$leg")" || exit 1 # also validates the leg name
     resolve_combos "$leg"
-    [[ " ${combos[*]} " == *" sqlite-locmem "* && ${#combos[@]} -eq 1 ]] || need_services=1
+    need_services=1 # every run needs them: the contract and system suites use real servers
     echo "$leg: Python $(leg_python_version "$leg"), $(leg_django_spec "$leg"), ${venv##*/}: ${combos[*]}"
 done
 [[ -n "$run_lint" ]] && echo "lint: ruff check, ruff format --check, mypy (in .venv)"
@@ -161,19 +161,23 @@ fi
 # ---------------------------------------------------------------------------
 # legs x combinations
 # ---------------------------------------------------------------------------
-# run_combo LEG LABEL COMBO: run pytest once, record the outcome.
+# run_combo LEG LABEL COMBO MARKER: run pytest once on the tests MARKER selects, record the
+# outcome. Tests marked "system" start their own processes and servers and do not depend on
+# the combination: they run once per leg (on postgres + redis), the others in every one.
 run_combo() {
-    local leg="$1" label="$2" combo="$3"
+    local leg="$1" label="$2" combo="$3" marker="$4"
     local db="${combo%-*}" backend="${combo#*-}"
-    local report="$reports_dir/$leg-$combo.xml"
+    local name="$combo"
+    [[ "$marker" == system ]] && name="system"
+    local report="$reports_dir/$leg-$name.xml"
     local rc=0 start detail counts
-    banner "$label :: $db + $backend"
+    banner "$label :: $db + $backend :: -m '$marker'"
     [[ "$backend" == redis ]] && redis_flush
     start="$(now)"
     (
         cd "$REPO_ROOT"
         FRESHCACHE_TEST_DB="$db" FRESHCACHE_TEST_BACKEND="$backend" \
-            "$(leg_venv "$leg")/bin/python" -m pytest --junitxml="$report" \
+            "$(leg_venv "$leg")/bin/python" -m pytest --junitxml="$report" -m "$marker" \
             ${pytest_args[@]+"${pytest_args[@]}"}
     ) || rc=$?
 
@@ -189,9 +193,9 @@ run_combo() {
     fi
     detail="$detail ($(elapsed "$start")s)"
     case "$rc" in
-        0) record PASS "$label $db+$backend" "$detail" ;;
-        5) record FAIL "$label $db+$backend" "NO TESTS COLLECTED (pytest exit 5) $detail" ;;
-        *) record FAIL "$label $db+$backend" "pytest exit $rc: $detail" ;;
+        0) record PASS "$label $name" "$detail" ;;
+        5) record FAIL "$label $name" "NO TESTS COLLECTED (pytest exit 5) $detail" ;;
+        *) record FAIL "$label $name" "pytest exit $rc: $detail" ;;
     esac
 }
 
@@ -207,7 +211,8 @@ for leg in "${legs[@]}"; do
     label="$leg [$versions]"
     resolve_combos "$leg"
     for combo in "${combos[@]}"; do
-        run_combo "$leg" "$label" "$combo"
+        run_combo "$leg" "$label" "$combo" "not system"
     done
+    run_combo "$leg" "$label" "postgres-redis" "system"
 done
 # on_exit prints the summary and sets the exit status.

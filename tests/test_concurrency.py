@@ -14,11 +14,14 @@ import redis
 
 from tests import concurrency_worker as worker
 
+pytestmark = pytest.mark.system
+
 PG = {
     "host": os.environ.get("FRESHCACHE_TEST_PG_HOST", "127.0.0.1"),
     "port": os.environ.get("FRESHCACHE_TEST_PG_PORT", "5432"),
     "user": os.environ.get("FRESHCACHE_TEST_PG_USER", "postgres"),
 }
+ROUNDS = int(os.environ.get("FRESHCACHE_STRESS_ROUNDS", "60"))
 REDIS = os.environ.get("FRESHCACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
 
 
@@ -53,8 +56,10 @@ def test_writers_and_readers_in_separate_processes(database: dict[str, Any]) -> 
     setup.join(120)
     assert setup.exitcode == 0
     out = multiprocessing.get_context("spawn").Queue()
-    processes = [run(worker.writer, database, redis_url, w, 60, out) for w in range(2)]
-    processes += [run(worker.reader, database, redis_url, r, 40, out) for r in range(3)]
+    processes = [run(worker.writer, database, redis_url, w, ROUNDS, out) for w in range(2)]
+    processes += [
+        run(worker.reader, database, redis_url, r, ROUNDS * 2 // 3, out) for r in range(3)
+    ]
     results = [out.get(timeout=300) for _ in processes]
     for process in processes:
         process.join(60)
@@ -77,7 +82,15 @@ def test_writers_and_readers_in_separate_processes(database: dict[str, Any]) -> 
         if done_before and value < max(done_before):
             stale.append((name, began, value, max(done_before)))
     assert stale == [], f"{len(stale)} reads older than a write committed before them"
-    assert len(reads) == 3 * 40 * 2 * worker.WRITERS_ROWS
+    assert len(reads) == 3 * (ROUNDS * 2 // 3) * 2 * worker.WRITERS_ROWS
+    report = os.environ.get("FRESHCACHE_STRESS_REPORT")
+    if report:
+        import json
+
+        with open(report, "a") as handle:
+            writes = sum(len(v) for v in commits.values())
+            line = {"suite": "concurrency", "writes": writes, "reads": len(reads), "stale": 0}
+            handle.write(json.dumps(line) + "\n")
 
     check = run(_final_check, database, redis_url, out)
     assert out.get(timeout=120) == "consistent"

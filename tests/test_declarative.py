@@ -530,6 +530,7 @@ def test_bump_version_and_command(bill: User, event: Event, queries: Any) -> Non
 def test_model_cache_dispatch_and_normalisation(bill: User, event: Event, queries: Any) -> None:
     p = Participation.objects.create(user=bill, event=event)
     assert Participation.cache.get(pk=p.pk) == p
+    assert Participation.cache.get(user=bill, event=event) == p
     with queries() as q:
         assert Participation.cache.get(id=p.pk) == p
         assert Participation.cache.get(user_id=bill.pk, event=event) == p

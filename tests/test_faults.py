@@ -62,6 +62,7 @@ def test_flush_mid_workload() -> None:
     check(reads)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     "own_redis",
     [
@@ -87,6 +88,7 @@ def test_eviction_under_maxmemory(own_redis: tuple[str, subprocess.Popen[bytes]]
     assert evicted > 0, "the test must really evict keys"
 
 
+@pytest.mark.system
 def test_socket_timeouts_degrade_without_errors(
     own_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
@@ -112,6 +114,7 @@ def test_socket_timeouts_degrade_without_errors(
         check(workload_reads(["red"]))
 
 
+@pytest.mark.system
 def test_killed_worker_in_the_middle_of_a_store(
     own_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:

@@ -377,4 +377,14 @@ def test_cached_reads_always_equal_the_database() -> None:
         f"\nfreshness: {STATS['steps']} steps, {STATS['checks']} cached reads checked, "
         f"{STATS['stale']} stale"
     )
+    report = os.environ.get("FRESHCACHE_STRESS_REPORT")
+    if report:
+        import json
+
+        with open(report, "a") as handle:
+            config = {
+                "db": connection.vendor,
+                "backend": os.environ.get("FRESHCACHE_TEST_BACKEND", "locmem"),
+            }
+            handle.write(json.dumps({"suite": "property", **config, **STATS}) + "\n")
     assert STATS["stale"] == 0

@@ -84,6 +84,7 @@ def test_a_fill_racing_an_invalidation_is_dropped() -> None:
     assert lru.get("a") is None
 
 
+@pytest.mark.system
 def test_other_processes_drop_their_entries_through_the_channel() -> None:
     context = multiprocessing.get_context("spawn")
     ready, results = context.Event(), context.Queue()

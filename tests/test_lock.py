@@ -101,6 +101,7 @@ def test_concurrent_misses_run_one_query(settings: Any) -> None:
     assert len(selects) == 1
 
 
+@pytest.mark.system
 def test_processes_share_one_computation() -> None:
     """Separate OS processes, one Redis: the function body runs once."""
     client = redis.Redis.from_url(REDIS_URL)

@@ -111,6 +111,7 @@ def test_callable_prefix_separates_tenants_and_invalidation_follows(queries: Any
 # -- degrade on failure ------------------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_degrade_survives_an_outage_without_stale_reads(
     own_redis: tuple[str, subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -135,6 +136,7 @@ def test_degrade_survives_an_outage_without_stale_reads(
         assert [p.title for p in Post.objects.filter(category=category)] == ["aa", "b"]
 
 
+@pytest.mark.system
 def test_without_degrade_an_outage_is_a_clear_error(
     own_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
@@ -149,6 +151,7 @@ def test_without_degrade_an_outage_is_a_clear_error(
             assert list(Post.objects.filter(category=category)) == []
 
 
+@pytest.mark.system
 def test_degrade_through_a_killed_and_restarted_redis(
     own_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:

@@ -158,9 +158,8 @@ class ModelCache:
     invalidation: ClassVar[bool] = True
     allowtime: ClassVar[float | None] = None
     using: ClassVar[str | None] = None
-    kind: ClassVar[str] = ""
-    fallback: ClassVar[str] = ""
-    generated: ClassVar[bool] = False  # made by a ModelCacheManager, not written by a user
+    _kind: ClassVar[str] = ""  # "get" or "filter": what Model.cache may use the class for
+    _generated: ClassVar[bool] = False  # made by a ModelCacheManager, not written by a user
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,7 +167,7 @@ class ModelCache:
             return  # an abstract base: nothing to register
         if isinstance(cls.key_fields, str):
             raise ImproperlyConfigured(f"{cls.__name__}.key_fields must be a tuple, like ('user',)")
-        if cls.__dict__.get("generated"):
+        if cls.__dict__.get("_generated"):
             return
         old = _classes.get(cls.__name__)
         if old is not None and _origin(old) != _origin(cls):
@@ -179,7 +178,7 @@ class ModelCache:
         _classes[cls.__name__] = cls
         if cls.is_simple():
             names = frozenset(canonical(cls.model, n) for n in cls.key_fields)
-            table = simple_classes.setdefault((cls.model, cls.kind), {})
+            table = simple_classes.setdefault((cls.model, cls._kind), {})
             current = table.get(names)
             if current is None or _origin(current) == _origin(cls):
                 table[names] = cls
@@ -300,8 +299,7 @@ class InstanceCache(ModelCache):
     ``get_instance(self, *values)`` to compute it otherwise; it may return ``None``.
     """
 
-    kind = "get"
-    fallback = "get_instance"
+    _kind = "get"
 
     def get_instance(self, *values: Any) -> Any:
         return self.get_queryset().get(**self.lookups)
@@ -324,8 +322,7 @@ class QuerysetCache(ModelCache):
     existence check...). A QuerySet it returns is evaluated before it is stored.
     """
 
-    kind = "filter"
-    fallback = "get_result"
+    _kind = "filter"
 
     def get_result(self, *values: Any) -> Any:
         return list(self.get_queryset().filter(**self.lookups))

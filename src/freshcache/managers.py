@@ -162,7 +162,7 @@ class ModelCacheManager:
             "key_fields": names,
             "timeout": self.timeout,
             "version": self.version,
-            "generated": True,
+            "_generated": True,
             "__module__": __name__,
             "__qualname__": name,
         }
