@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -111,3 +113,17 @@ def own_redis(request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.
         os.kill(process.pid, signal.SIGCONT)
         process.terminate()
         process.wait(10)
+
+
+def run_async(coroutine: Any) -> Any:
+    """``asyncio.run`` that closes the database connections the async ORM opened in its worker
+    thread, so that the test database can be dropped at the end of the run."""
+    from asgiref.sync import sync_to_async
+
+    async def main() -> Any:
+        try:
+            return await coroutine
+        finally:
+            await sync_to_async(connections.close_all)()
+
+    return asyncio.run(main())

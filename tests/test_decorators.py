@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -14,6 +13,7 @@ from django.views import View
 
 from freshcache import cached_as, cached_view_as, invalidate_all
 from freshcache.signals import cache_read
+from tests.conftest import run_async
 from tests.testapp.models import Author, Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -294,11 +294,11 @@ def test_async_function(c1: Category) -> None:
         calls()
         return await Post.objects.filter(category=c1).acount()
 
-    assert asyncio.run(count()) == 0
-    assert asyncio.run(count()) == 0
+    assert run_async(count()) == 0
+    assert run_async(count()) == 0
     assert calls.n == 1
     Post.objects.create(title="a", category=c1)
-    assert asyncio.run(count()) == 1
+    assert run_async(count()) == 1
 
 
 def test_async_function_without_samples(c1: Category) -> None:
@@ -309,11 +309,11 @@ def test_async_function_without_samples(c1: Category) -> None:
         calls()
         return [p.title async for p in Post.objects.filter(category=c1)]
 
-    assert asyncio.run(titles()) == []
-    assert asyncio.run(titles()) == []
+    assert run_async(titles()) == []
+    assert run_async(titles()) == []
     assert calls.n == 1
     Post.objects.create(title="a", category=c1)
-    assert asyncio.run(titles()) == ["a"]
+    assert run_async(titles()) == ["a"]
 
 
 def test_disabled_means_not_cached(c1: Category) -> None:
@@ -531,8 +531,8 @@ def test_async_view(c1: Category) -> None:
         calls()
         return HttpResponse(str(await Post.objects.acount()))
 
-    assert asyncio.run(view(rf.get("/a/"))).content == b"0"
-    assert asyncio.run(view(rf.get("/a/"))).content == b"0"
+    assert run_async(view(rf.get("/a/"))).content == b"0"
+    assert run_async(view(rf.get("/a/"))).content == b"0"
     assert calls.n == 1
 
 

@@ -176,7 +176,8 @@ class ModelCache:
                 f"{_origin(cls)}. Cache keys are made from the class name: rename one."
             )
         _classes[cls.__name__] = cls
-        if cls.is_simple():
+        model_ok = isinstance(cls.model, type) and issubclass(cls.model, Model)
+        if model_ok and cls.is_simple():  # a wrong model is reported by the system check
             names = frozenset(canonical(cls.model, n) for n in cls.key_fields)
             table = simple_classes.setdefault((cls.model, cls._kind), {})
             current = table.get(names)
