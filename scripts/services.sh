@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Private Redis and PostgreSQL servers for a test run.  Source it after lib.sh:
+# Private Redis (single, Cluster, Sentinel) and PostgreSQL servers for a test run.
+# Source it after lib.sh:
 #
 #     services_install_missing     # apt-get install redis-server / postgresql if absent
 #     services_start               # start both, export FRESHCACHE_TEST_* variables
@@ -12,6 +13,8 @@
 # Exported by services_start:
 #     FRESHCACHE_TEST_PG_HOST=127.0.0.1  FRESHCACHE_TEST_PG_PORT  FRESHCACHE_TEST_PG_USER=postgres
 #     FRESHCACHE_TEST_PG_NAME=freshcache  FRESHCACHE_TEST_REDIS_URL=redis://127.0.0.1:PORT/0
+#     FRESHCACHE_TEST_CLUSTER_URL  FRESHCACHE_TEST_CLUSTER_NODES  (a 3-primary Redis Cluster)
+#     FRESHCACHE_TEST_SENTINEL_PORTS  FRESHCACHE_TEST_SENTINEL_SERVICE  (primary, replica, 3 sentinels)
 #     FRESHCACHE_SERVICES_DIR (the temp dir; logs are in it)
 
 FRESHCACHE_SERVICES_DIR="${FRESHCACHE_SERVICES_DIR:-}"
@@ -140,6 +143,13 @@ reap_stale_services() {
                 kill "$pid" 2>/dev/null || true
             fi
         fi
+        for pid_file in "$dir"/cluster/*.pid "$dir"/sentinel/*.pid; do
+            [[ -f "$pid_file" ]] || continue
+            pid="$(cat "$pid_file")"
+            if [[ "$pid" =~ ^[0-9]+$ && "$(cat "/proc/$pid/comm" 2>/dev/null)" == redis-* ]]; then
+                kill "$pid" 2>/dev/null || true
+            fi
+        done
         if [[ -f "$dir/pg/data/postmaster.pid" ]] && pg_bindir >/dev/null; then
             (cd "$dir" && _as_pg_user "$(pg_bindir)/pg_ctl" -D "$dir/pg/data" -m immediate -s stop) || true
         fi
@@ -236,6 +246,8 @@ EOF
     log "services up in $(elapsed "$start")s: PostgreSQL $pg_version on 127.0.0.1:$pg_port," \
         "Redis $(redis-server --version | awk '{ print $3 }' | tr -d 'v=') on 127.0.0.1:$redis_port" \
         "(dir $FRESHCACHE_SERVICES_DIR)"
+    cluster_start
+    sentinel_start
 }
 
 # redis_flush: empty the private Redis (between test combinations, so one combination's
@@ -257,6 +269,8 @@ services_stop() {
             warn "pg_ctl stop failed"
         _PG_STARTED=""
     fi
+    cluster_stop
+    sentinel_stop
     if [[ -n "$_REDIS_PID" ]]; then
         kill "$_REDIS_PID" 2>/dev/null || true
         wait "$_REDIS_PID" 2>/dev/null || true
@@ -267,4 +281,168 @@ services_stop() {
         log "services stopped"
     fi
     FRESHCACHE_SERVICES_DIR=""
+}
+
+# ---------------------------------------------------------------------------
+# Redis Cluster and Sentinel (started by services_start, stopped by services_stop)
+# ---------------------------------------------------------------------------
+# cluster_start: six cluster-mode redis-servers (three primaries, one replica each) joined
+# with `redis-cli --cluster create`.  The bus ports are chosen too (cluster-port, Redis 7),
+# so nothing depends on port+10000 being free.  Exports
+#     FRESHCACHE_TEST_CLUSTER_URL=redis://127.0.0.1:PORT/0   (any node; the client finds all)
+#     FRESHCACHE_TEST_CLUSTER_NODES="127.0.0.1:P1 ... 127.0.0.1:P6"
+# Every node is stopped by its port (SHUTDOWN NOSAVE), so a node a test restarted itself
+# is stopped too.
+_CLUSTER_PORTS=""
+_SENTINEL_REDIS_PORTS=""
+_SENTINEL_PORTS=""
+
+_redis_wait_ping() { # PORT LOGFILE
+    local i
+    for i in $(seq 1 100); do
+        redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    cat "$2" >&2 || true
+    die "redis on port $1 did not answer PING within 10s"
+}
+
+cluster_start() {
+    local start dir ports port bus i nodes=()
+    start="$(now)"
+    dir="$FRESHCACHE_SERVICES_DIR/cluster"
+    mkdir -p "$dir"
+    read -ra ports < <(free_ports 12)
+    [[ ${#ports[@]} -eq 12 ]] || die "could not pick free ports for the cluster"
+    _CLUSTER_PORTS="${ports[*]:0:6}"
+    for i in 0 1 2 3 4 5; do
+        port="${ports[$i]}"
+        bus="${ports[$((i + 6))]}"
+        redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
+            --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
+            --cluster-node-timeout 3000 --save '' --appendonly no --daemonize no \
+            --dir "$dir" --logfile "$dir/$port.log" </dev/null >/dev/null 2>&1 &
+        echo "$!" >"$dir/$port.pid"
+        nodes+=("127.0.0.1:$port")
+    done
+    for port in $_CLUSTER_PORTS; do
+        _redis_wait_ping "$port" "$dir/$port.log"
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$dir/create.log" 2>&1 || {
+        cat "$dir/create.log" >&2
+        die "redis-cli --cluster create failed"
+    }
+    for i in $(seq 1 150); do
+        local ok=1
+        for port in $_CLUSTER_PORTS; do
+            redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null |
+                grep -q 'cluster_state:ok' || ok=""
+        done
+        [[ -n "$ok" ]] && break
+        [[ $i -lt 150 ]] || die "the Redis Cluster did not reach cluster_state:ok within 15s"
+        sleep 0.1
+    done
+    export FRESHCACHE_TEST_CLUSTER_URL="redis://127.0.0.1:${ports[0]}/0"
+    export FRESHCACHE_TEST_CLUSTER_NODES="${nodes[*]}"
+    log "Redis Cluster up in $(elapsed "$start")s: 3 primaries + 3 replicas on ${nodes[*]}"
+}
+
+# sentinel_start: one primary, one replica and three sentinels watching them as "mymaster"
+# (quorum 2, down after 1 s).  Exports
+#     FRESHCACHE_TEST_SENTINEL_PORTS="S1 S2 S3"  FRESHCACHE_TEST_SENTINEL_SERVICE=mymaster
+# Sentinel mode is redis-server's own (`redis-server FILE --sentinel`), so Debian's
+# redis-server package is enough; `redis-sentinel` is used when installed.
+sentinel_start() {
+    local start dir ports primary replica i port sentinel_cmd
+    start="$(now)"
+    dir="$FRESHCACHE_SERVICES_DIR/sentinel"
+    mkdir -p "$dir"
+    read -ra ports < <(free_ports 5)
+    [[ ${#ports[@]} -eq 5 ]] || die "could not pick free ports for Sentinel"
+    primary="${ports[0]}"
+    replica="${ports[1]}"
+    _SENTINEL_REDIS_PORTS="$primary $replica"
+    _SENTINEL_PORTS="${ports[*]:2:3}"
+    for port in $primary $replica; do
+        local -a extra=()
+        [[ "$port" == "$replica" ]] && extra=(--replicaof 127.0.0.1 "$primary")
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+            --daemonize no --dir "$dir" --logfile "$dir/$port.log" "${extra[@]}" \
+            </dev/null >/dev/null 2>&1 &
+        echo "$!" >"$dir/$port.pid"
+        _redis_wait_ping "$port" "$dir/$port.log"
+    done
+    if command -v redis-sentinel >/dev/null 2>&1; then
+        sentinel_cmd=(redis-sentinel)
+    else
+        sentinel_cmd=(redis-server)
+    fi
+    for port in $_SENTINEL_PORTS; do
+        cat >"$dir/sentinel-$port.conf" <<CONF
+port $port
+bind 127.0.0.1
+dir $dir
+logfile $dir/sentinel-$port.log
+sentinel monitor mymaster 127.0.0.1 $primary 2
+sentinel down-after-milliseconds mymaster 1000
+sentinel failover-timeout mymaster 10000
+sentinel parallel-syncs mymaster 1
+CONF
+        if [[ "${sentinel_cmd[0]}" == redis-server ]]; then
+            redis-server "$dir/sentinel-$port.conf" --sentinel </dev/null >/dev/null 2>&1 &
+        else
+            redis-sentinel "$dir/sentinel-$port.conf" </dev/null >/dev/null 2>&1 &
+        fi
+        echo "$!" >"$dir/sentinel-$port.pid"
+    done
+    # Ready when every sentinel knows the replica and the two other sentinels.
+    for i in $(seq 1 300); do
+        local ready=1
+        for port in $_SENTINEL_PORTS; do
+            [[ "$(redis-cli -h 127.0.0.1 -p "$port" sentinel master mymaster 2>/dev/null |
+                awk 'prev == "num-slaves" { s = $1 } prev == "num-other-sentinels" { o = $1 }
+                     { prev = $1 } END { print s + 0, o + 0 }')" == "1 2" ]] || ready=""
+        done
+        [[ -n "$ready" ]] && break
+        [[ $i -lt 300 ]] || die "Sentinel did not see the replica and its peers within 30s"
+        sleep 0.1
+    done
+    export FRESHCACHE_TEST_SENTINEL_PORTS="$_SENTINEL_PORTS"
+    export FRESHCACHE_TEST_SENTINEL_SERVICE=mymaster
+    log "Sentinel up in $(elapsed "$start")s: primary 127.0.0.1:$primary, replica :$replica," \
+        "sentinels on ${_SENTINEL_PORTS// /, }"
+}
+
+# _stop_redis_ports DIR PORTS...: SHUTDOWN NOSAVE each port, then make sure the pids we
+# started are gone.
+_stop_redis_ports() {
+    local dir="$1" port pid
+    shift
+    for port in "$@"; do
+        redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    done
+    for pid_file in "$dir"/*.pid; do
+        [[ -f "$pid_file" ]] || continue
+        pid="$(cat "$pid_file")"
+        [[ "$pid" =~ ^[0-9]+$ ]] || continue
+        if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == redis-* ]]; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
+cluster_stop() {
+    [[ -n "$_CLUSTER_PORTS" ]] || return 0
+    # shellcheck disable=SC2086
+    _stop_redis_ports "$FRESHCACHE_SERVICES_DIR/cluster" $_CLUSTER_PORTS
+    _CLUSTER_PORTS=""
+}
+
+sentinel_stop() {
+    [[ -n "$_SENTINEL_PORTS$_SENTINEL_REDIS_PORTS" ]] || return 0
+    # shellcheck disable=SC2086
+    _stop_redis_ports "$FRESHCACHE_SERVICES_DIR/sentinel" $_SENTINEL_PORTS $_SENTINEL_REDIS_PORTS
+    _SENTINEL_PORTS=""
+    _SENTINEL_REDIS_PORTS=""
 }

@@ -17,14 +17,17 @@ def setup(db: dict[str, Any], redis_url: str) -> None:
     import django
     from django.conf import settings
 
+    cluster = redis_url.startswith("redis+cluster:")
     settings.configure(
         SECRET_KEY="concurrency",
         USE_TZ=True,
         INSTALLED_APPS=["freshcache", "tests.propapp"],
         DATABASES={"default": db},
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
-        FRESHCACHE_BACKEND="redis",
-        FRESHCACHE_REDIS=redis_url,
+        # A redis+cluster:// URL runs the same race on a Redis Cluster.
+        FRESHCACHE_BACKEND="cluster" if cluster else "redis",
+        FRESHCACHE_CLUSTER=redis_url if cluster else None,
+        FRESHCACHE_REDIS=None if cluster else redis_url,
         FRESHCACHE={"propapp.*": {"ops": "all", "timeout": 300}},
     )
     django.setup()

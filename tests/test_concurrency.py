@@ -52,6 +52,12 @@ def run(target: Any, *args: Any) -> multiprocessing.process.BaseProcess:
 def test_writers_and_readers_in_separate_processes(database: dict[str, Any]) -> None:
     redis_url = f"{REDIS}/3"
     redis.Redis.from_url(redis_url).flushdb()
+    race(database, redis_url)
+
+
+def race(database: dict[str, Any], redis_url: str) -> None:
+    """Two writer and three reader processes on ``redis_url`` (tests/test_cluster.py runs it on
+    a Redis Cluster), then the final consistency check."""
     setup = run(worker.migrate, database, redis_url)
     setup.join(120)
     assert setup.exitcode == 0

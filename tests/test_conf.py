@@ -133,19 +133,46 @@ def test_profile_keys_are_case_insensitive() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    "conf",
     [
-        {"FRESHCACHE_CLUSTER": "redis://localhost:7000/0", "FRESHCACHE_BACKEND": None},
-        {"FRESHCACHE_BACKEND": "cluster"},
+        "redis://10.0.0.1:7000",
+        "redis+cluster://:s3cret@10.0.0.1:7000/0",
+        {"startup_nodes": ["redis://a:7000", {"host": "b", "port": 7001}, ("c", 7002)]},
+        {"url": "rediss://a:7000", "password": "x", "read_from_replicas": True},
+        {"host": "a", "port": 7000, "socket_timeout": 0.5},
     ],
 )
-def test_cluster_is_reported_as_unavailable(overrides: dict[str, object]) -> None:
+def test_cluster_settings_select_the_cluster_engine(conf: object) -> None:
+    from freshcache.backends import backend_name, build_backend
+    from freshcache.backends.cluster import ClusterBackend
+
+    with override_settings(FRESHCACHE_CLUSTER=conf, FRESHCACHE_BACKEND=None):
+        assert "freshcache.E015" not in [m.id for m in check_settings()]
+        assert backend_name() == "cluster"
+        assert isinstance(build_backend(), ClusterBackend)  # connects on first use only
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"FRESHCACHE_CLUSTER": "http://10.0.0.1:7000"},
+        {"FRESHCACHE_CLUSTER": "redis://10.0.0.1:7000/3"},
+        {"FRESHCACHE_CLUSTER": 7000},
+        {"FRESHCACHE_CLUSTER": {"host": "a", "db": 1}},
+        {"FRESHCACHE_CLUSTER": {"startup_nodes": "redis://a:7000"}},
+        {"FRESHCACHE_CLUSTER": {"startup_nodes": [7000]}},
+        {"FRESHCACHE_CLUSTER": {"password": "x"}},
+        {"FRESHCACHE_BACKEND": "cluster", "FRESHCACHE_REDIS": None},
+        {"FRESHCACHE_CLUSTER": "redis://a:7000", "FRESHCACHE_CLIENT_CLASS": "redis.Redis"},
+    ],
+)
+def test_bad_cluster_settings_are_reported(overrides: dict[str, object]) -> None:
     from freshcache.backends import build_backend
     from freshcache.exceptions import ImproperlyConfigured
 
-    with override_settings(**overrides):
+    with override_settings(**{"FRESHCACHE_BACKEND": None, **overrides}):
         assert "freshcache.E015" in [m.id for m in check_settings()]
-        with pytest.raises(ImproperlyConfigured, match="not available"):
+        with pytest.raises(ImproperlyConfigured, match="FRESHCACHE_C"):
             build_backend()
 
 

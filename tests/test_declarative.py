@@ -349,10 +349,19 @@ def test_related_objects_from_outside_are_not_stored(bill: User) -> None:
         def get_instance(self, user: User) -> Avatar | None:
             return user.avatars.filter(primary=True).first()
 
+    class AvatarsInADict(QuerysetCache):
+        model = Avatar
+        key_fields = ("user",)
+
+        def get_result(self, user: User) -> dict[str, Any]:
+            return {"all": [(a, a.primary) for a in user.avatars.all()]}
+
     Avatar.objects.create(user=bill, file_path="b.png", primary=True)
     assert AvatarViaRelatedManager(bill).resolve().user.name == "Bill"
-    User.objects.filter(pk=bill.pk).update(name="William")  # not read by the fallback
+    assert AvatarsInADict(bill).resolve()["all"][0][0].user.name == "Bill"
+    User.objects.filter(pk=bill.pk).update(name="William")  # not read by the fallbacks
     assert AvatarViaRelatedManager(bill).resolve().user.name == "William"
+    assert AvatarsInADict(bill).resolve()["all"][0][0].user.name == "William"
 
 
 def test_nested_in_cached_as_records_the_hit(bill: User) -> None:
@@ -419,9 +428,18 @@ def test_invalidation_off_expires_by_time_only(bill: User) -> None:
         invalidation = False
         timeout = 1
 
+    greetings = Calls()
+
+    @cached_as(timeout=60)
+    def greeting() -> str:
+        greetings()
+        return "hi " + UserNameByTime("bill1992").resolve().name
+
     assert UserNameByTime("bill1992").resolve().name == "Bill"
     User.objects.filter(pk=bill.pk).update(name="B")
     assert UserNameByTime("bill1992").resolve().name == "Bill"  # not invalidated by writes
+    assert greeting() == greeting() == "hi Bill"
+    assert greetings.n == 2  # computed, never stored: it would outlive the time-only value
     invalidate_all()
     assert UserNameByTime("bill1992").resolve().name == "B"
     User.objects.filter(pk=bill.pk).update(name="C")
@@ -690,3 +708,34 @@ def test_batch_exceptions(bill: User) -> None:
     assert batch.get(none_on_exception=True) == {"bill": bill, "ghost": None}
     result = batch.get(return_exceptions=True)
     assert result["bill"] == bill and isinstance(result["ghost"], User.DoesNotExist)
+
+
+class UserOnOtherDatabase(InstanceCache):
+    model = User
+    key_fields = ("username",)
+    using = "other"
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_using_chooses_the_database(queries: Any) -> None:
+    User.objects.using("other").create(username="far", name="Far")
+    assert UserOnOtherDatabase("far").get_queryset().db == "other"
+    assert UserOnOtherDatabase("far").resolve().name == "Far"
+    with pytest.raises(User.DoesNotExist):
+        UserCacheOnUsername("far").resolve()  # the router's choice: the default database
+    assert UserOnOtherDatabase("far").key != UserCacheOnUsername("far").key
+    with queries("other") as q:
+        assert UserOnOtherDatabase("far").resolve().name == "Far"
+    assert q.count == 0
+    User.objects.using("other").filter(username="far").update(name="Farther")
+    assert UserOnOtherDatabase("far").resolve().name == "Farther"
+
+
+def test_every_model_has_model_cache(queries: Any) -> None:
+    from django.contrib.auth.models import User as AuthUser
+
+    bob = AuthUser.objects.create(username="bob")
+    assert AuthUser.cache.get(pk=bob.pk) == bob
+    with queries() as q:
+        assert AuthUser.cache.get(id=bob.pk) == bob
+    assert q.count == 0

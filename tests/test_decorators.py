@@ -609,3 +609,24 @@ def test_zero_timeout_is_never_stored(c1: Category) -> None:
     f()
     f()
     assert calls.n == 2
+
+
+def test_a_transaction_with_writes_sees_its_own_data(c1: Category) -> None:
+    from django.db import transaction
+
+    @cached_as(Post)
+    def titles() -> list[str]:
+        return [p.title for p in Post.objects.filter(category=c1)]
+
+    @cached_as(timeout=60)
+    def count() -> int:
+        return Post.objects.filter(category=c1).count()
+
+    assert titles() == []
+    assert count() == 0
+    with transaction.atomic():
+        Post.objects.create(title="a", category=c1)
+        assert titles() == ["a"]
+        assert count() == 1
+    assert titles() == ["a"]
+    assert count() == 1

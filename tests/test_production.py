@@ -199,3 +199,57 @@ def test_degrade_through_a_killed_and_restarted_redis(
         finally:
             restarted.terminate()
             restarted.wait(10)
+
+
+@pytest.mark.system
+def test_breaker_closes_under_steady_traffic(
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """Refused calls must not push the next try back: the process recovers within a slot."""
+    url, process = own_redis
+    category = Category.objects.create(title="one", slug="one")
+    with override_settings(
+        FRESHCACHE_BACKEND="redis", FRESHCACHE_REDIS=url, FRESHCACHE_DEGRADE_ON_FAILURE=True
+    ):
+        list(Post.objects.filter(category=category))
+        os.kill(process.pid, signal.SIGSTOP)
+        for _ in range(5):
+            list(Post.objects.filter(category=category))
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 3
+        while not store.healthy():
+            assert time.monotonic() < deadline, "the breaker never closed"
+            list(Post.objects.filter(category=category))
+            time.sleep(0.2)
+
+
+@pytest.mark.system
+def test_local_get_after_a_partition_is_not_stale(
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    from tests.testapp.models import Author
+
+    url, process = own_redis
+    ann = Author.objects.create(name="Ann")
+    with override_settings(
+        FRESHCACHE={"testapp.author": {"ops": "all", "timeout": 60, "local_get": True}},
+        FRESHCACHE_BACKEND="redis",
+        FRESHCACHE_REDIS=url,
+        FRESHCACHE_DEGRADE_ON_FAILURE=True,
+    ):
+        from freshcache.local import local_gets
+
+        deadline = time.monotonic() + 5
+        while not local_gets._entries:  # cached in process memory
+            assert Author.objects.get(pk=ann.pk).name == "Ann"
+            assert time.monotonic() < deadline
+        os.kill(process.pid, signal.SIGSTOP)  # the connection stays open, nothing answers
+        try:
+            Author.objects.filter(pk=ann.pk).update(name="Anna")  # its invalidation is owed
+            assert Author.objects.get(pk=ann.pk).name == "Anna"
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        store._retry_at = 0.0
+        assert Author.objects.get(pk=ann.pk).name == "Anna"
+        assert Author.objects.get(pk=ann.pk).name == "Anna"

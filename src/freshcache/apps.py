@@ -19,7 +19,7 @@ class FreshcacheConfig(AppConfig):
         from freshcache.invalidation import cache_on_save
 
         install()
-        __import__("freshcache.managers").managers.setup()  # caches.py modules, Model.cache
+        self.module.managers.setup()  # import every app's caches.py; give models Model.cache
         post_migrate.connect(_migrated, dispatch_uid="freshcache.post_migrate")
         post_save.connect(cache_on_save, dispatch_uid="freshcache.cache_on_save")
 

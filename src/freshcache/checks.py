@@ -19,7 +19,7 @@ from freshcache.conf import ALL_OPS, PROFILE_OPTIONS, settings
 __all__ = ["check_settings"]
 
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
-ENGINES = {"redis", "locmem"}
+ENGINES = {"redis", "cluster", "locmem"}
 
 
 def _err(msg: str, hint: str, n: int) -> Error:
@@ -169,13 +169,7 @@ def _check_backend() -> Iterable[CheckMessage]:
                 f"Use one of {sorted(ENGINES)} or a dotted path to a Backend subclass.",
                 8,
             )
-    if settings.CLUSTER is not None or name == "cluster":
-        yield _err(
-            "Redis Cluster (FRESHCACHE_CLUSTER / FRESHCACHE_BACKEND='cluster') is not available "
-            "in this version of freshcache.",
-            "Use a single Redis with FRESHCACHE_REDIS, or Sentinel with FRESHCACHE_SENTINEL.",
-            15,
-        )
+    yield from _check_cluster(name)
     client = settings.CLIENT_CLASS
     if isinstance(client, str):
         try:
@@ -206,6 +200,36 @@ def _check_backend() -> Iterable[CheckMessage]:
             "Write e.g. 'fc:' or 'myproject.cache.tenant_prefix'.",
             13,
         )
+
+
+def _check_cluster(name: Any) -> Iterable[CheckMessage]:
+    """E015: a FRESHCACHE_CLUSTER the cluster engine cannot use, or the engine without one."""
+    from freshcache.backends import backend_name
+    from freshcache.backends.cluster import cluster_class, cluster_kwargs
+    from freshcache.exceptions import ImproperlyConfigured
+
+    hint = (
+        "Write e.g. FRESHCACHE_CLUSTER = 'redis://10.0.0.1:7000' or "
+        "{'startup_nodes': ['redis://10.0.0.1:7000', 'redis://10.0.0.2:7000'], 'password': '...'}."
+    )
+    conf = settings.CLUSTER
+    if conf is None:
+        if name == "cluster" and not settings.REDIS:
+            yield _err(
+                "FRESHCACHE_BACKEND is 'cluster' but FRESHCACHE_CLUSTER is not set.", hint, 15
+            )
+        return
+    try:
+        cluster_kwargs(conf)
+    except ImproperlyConfigured as exc:
+        yield _err(f"{exc}.", hint, 15)
+    if backend_name() == "cluster" and settings.CLIENT_CLASS:
+        try:
+            cluster_class(settings.CLIENT_CLASS)
+        except ImproperlyConfigured as exc:
+            yield _err(f"{exc}.", "Subclass redis.cluster.RedisCluster, or remove it.", 15)
+        except ImportError:
+            pass  # E012 says it
 
 
 def multiprocess_server() -> str | None:

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from freshcache import capture
+from freshcache import transaction as tx
 from freshcache.conf import key_prefix, profile_for, settings
 from freshcache.dependencies import (
     Deps,
@@ -235,6 +237,12 @@ class _Cached:
         store.save_dynamic(key, keys, [recorded.tokens[k] for k in keys], data, timeout)
 
 
+def any_dirty() -> bool:
+    """Whether a connection of this thread has uncommitted writes: the function would see them,
+    the cache would not, so it runs uncached (neither read nor stored) until the commit."""
+    return any(tx.is_dirty(c) for c in connections.all(initialized_only=True))
+
+
 def _global_read() -> None:
     """Every captured value depends on the global epoch (``invalidate_all``), read first."""
     plan = Plan.build({}, key_prefix("default"))
@@ -277,7 +285,7 @@ def _decorator(
         cached = _Cached(func, samples, timeout, extra, key_func, kind)
 
         def prepare(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-            if not settings.ENABLED:
+            if not settings.ENABLED or any_dirty():
                 return None
             key_args, key_kwargs = call_parts(*args, **kwargs) if call_parts else (args, kwargs)
             return cached.try_key(key_args, key_kwargs)

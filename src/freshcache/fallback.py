@@ -178,7 +178,10 @@ def _decode(found: Found) -> tuple[float, Any] | Any:
 
 def _serve(spec: Spec, found: Found, value: Any) -> Any:
     hints.put(spec.key, found[1])
-    if capture.active():  # an enclosing computation depends on what this value read
+    if capture.active() and not spec.invalidation:
+        # The value's stamps do not say what it read: an enclosing value would outlive it.
+        capture.poison("a value with invalidation = False was read")
+    elif capture.active():  # an enclosing computation depends on what this value read
         capture.record(found[1], found[2])
     cache_read.send(sender=spec.model, func=spec.owner, hit=True)
     return value
@@ -217,10 +220,13 @@ def run(spec: Spec, compute: Callable[[], Any], found: Found | None = _UNSET) ->
     token = None
     if spec.lock:
         token = store.lock_or_wait(spec.key, settings.LOCK_TIMEOUT)
-        if token is None:  # whoever held the lock has stored it meanwhile, or gave up
-            value = served(spec, fetch([spec])[0])
-            if value is not MISS:
-                return value
+        # Waited for whoever held the lock, or took it just after they released it: either
+        # way they may have stored the value meanwhile.
+        value = served(spec, fetch([spec])[0])
+        if value is not MISS:
+            if token is not None:
+                store.unlock(spec.key, token)
+            return value
     try:
         return _compute_and_store(spec, compute)
     finally:
@@ -262,14 +268,17 @@ def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
 
 
 def _detached(value: Any) -> Any:
-    """Instances without the related objects and prefetches attached to them: those may come
-    from outside the computation (``user.avatar_set.get()`` attaches the caller's ``user``), so
-    their changes would not reach the stored value. They load again when accessed."""
+    """Instances (also inside lists, tuples and dicts) without the related objects and
+    prefetches attached to them: those may come from outside the computation
+    (``user.avatars.get()`` attaches the caller's ``user``), so their changes would not reach
+    the stored value. They load again when accessed."""
     if isinstance(value, Model):
         clone = copy.copy(value)  # Model.__getstate__ copies _state and its fields cache
         clone._state.fields_cache = {}
         clone.__dict__.pop("_prefetched_objects_cache", None)
         return clone
-    if isinstance(value, list):
-        return [_detached(v) if isinstance(v, Model) else v for v in value]
+    if type(value) in (list, tuple):
+        return type(value)(_detached(v) for v in value)
+    if type(value) is dict:
+        return {k: _detached(v) for k, v in value.items()}
     return value

@@ -37,7 +37,7 @@ CHANNEL = "freshcache:invalidations"
 class LocalGets:
     """A bounded LRU of rows with an index from stamp key to the entries that depend on it."""
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int | None = None) -> None:
         # The listener thread is started on first use, not at import.
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[Any, frozenset[str]]] = OrderedDict()
@@ -75,7 +75,8 @@ class LocalGets:
             self._entries[key] = (rows, keys)
             for dep in keys:
                 self._index.setdefault(dep, set()).add(key)
-            while len(self._entries) > self.max_entries:
+            limit = self.max_entries or int(settings.LOCAL_GET_MAX_ENTRIES)
+            while len(self._entries) > limit:
                 self._drop(next(iter(self._entries)))
 
     def invalidate(self, keys: Iterable[str]) -> None:
@@ -108,9 +109,13 @@ class LocalGets:
         """Whether entries may be used: the backend needs no channel (one process), or ours is
         subscribed. Starts the listener on first use, and again in a forked child."""
         from freshcache.backends import get_backend
+        from freshcache.exceptions import BackendError
 
         backend = get_backend()
-        client = getattr(backend, "client", None)
+        try:
+            client = getattr(backend, "client", None)
+        except BackendError:
+            return False  # a client made on first use (cluster) could not connect yet
         if client is None:
             return True  # in-process backend: every invalidation happens in this process
         if self._pid != os.getpid():
@@ -169,7 +174,6 @@ local_gets = LocalGets()
 def _reset() -> None:
     """Settings changed (another backend, other profiles): start over."""
     local_gets.stop()
-    local_gets.max_entries = int(settings.LOCAL_GET_MAX_ENTRIES)
 
 
 def in_use() -> bool:

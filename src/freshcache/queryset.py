@@ -279,7 +279,8 @@ def _read(
         _record(plan, tokens)
         return execute(compiler, *args, **kwargs)
     model = query.model
-    local = bool(policy and policy[2]) and not captures
+    # Nothing from memory while this process owes invalidations (an outage, a partition).
+    local = bool(policy and policy[2]) and not captures and store.healthy()
     seq = local_gets.seq
     if local:
         rows = local_gets.get(key)

@@ -12,6 +12,10 @@ Keys under the prefix ``P``:
 * values — ``[tokens, data]``, where tokens are the current values of the keys above, in the
   order the reader computed them.
 
+When the backend has a *generation* (Sentinel, Cluster: the run ids of the primaries), ``Pg`` holds
+``<token>|<generation>``, and an epoch written under another generation reads as missing: after a
+failover or a restart, which can lose acknowledged deletions, everything cached before is invalid.
+
 Read: one MGET of the value and all its stamp keys; valid iff every token matches. Miss: make
 sure the registry lists the schemes and the stamps exist (``SET NX``), then read them, *before*
 the computation, and store the value with the tokens read. A writer deletes, after its commit,
@@ -26,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -37,7 +42,7 @@ from freshcache.backends.base import Backend
 from freshcache.conf import on_reset, settings
 from freshcache.dependencies import Deps
 from freshcache.exceptions import BackendError, PayloadError, SerializationError
-from freshcache.local import publish
+from freshcache.local import local_gets, publish
 from freshcache.stamps import Conj, row_stamp_keys, scheme, stamp_key
 
 __all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
@@ -50,10 +55,19 @@ STAMP_MARGIN = 60
 #: After a failure (with degrade), the backend is tried again after this many seconds.
 RETRY_INTERVAL = 1.0
 _SCHEME_SEP = b";"
+#: Separates a global epoch's token from the backend generation it was written under.
+_GEN_SEP = b"|"
+#: How many recently invalidated registries a process remembers, to delete them again on a new
+#: primary (the old one may have acknowledged the deletions without replicating them).
+JOURNAL_SIZE = 10_000
 
 
 def new_token() -> bytes:
     return os.urandom(9).hex().encode()
+
+
+class BackendSkipped(BackendError):
+    """Not even tried: the circuit breaker holds calls back until the next retry slot."""
 
 
 def lock_key(key: str) -> str:
@@ -122,6 +136,8 @@ class Probe:
     plan: Plan
     current: list[bytes | None]
     data: bytes | None = None
+    #: The global epoch exists but was written under another backend generation.
+    stale_global: bool = False
 
     @property
     def hit(self) -> bool:
@@ -154,13 +170,17 @@ class Store:
         self._retry_at = 0.0
         # Invalidations that could not be delivered: registry/global keys to delete on recovery.
         self._missed: set[str] = set()
+        # The backend generation last seen, and the coarse keys this process invalidated
+        # recently (delivered again when the generation changes).
+        self._generation: bytes | None = None
+        self._journal: OrderedDict[str, None] = OrderedDict()
 
     @property
     def backend(self) -> Backend:
         """The backend; during an outage (with degrade) not even tried until the next retry
         slot, so that requests do not each wait for a connection timeout."""
         if self._down and time.monotonic() < self._retry_at and settings.DEGRADE_ON_FAILURE:
-            raise BackendError("the backend is unavailable; the next try is due shortly")
+            raise BackendSkipped("the backend is unavailable; the next try is due shortly")
         return self._backend()
 
     # -- failure handling -------------------------------------------------------------------------
@@ -171,11 +191,20 @@ class Store:
             self._missed.update(missed)
             first = not self._down
             self._down = True
-            self._retry_at = time.monotonic() + RETRY_INTERVAL
+            if not isinstance(exc, BackendSkipped):  # a refusal must not push the retry back
+                self._retry_at = time.monotonic() + RETRY_INTERVAL
+        if missed:
+            # Invalidations this process could not deliver: its own memory entries may be among
+            # what they would have dropped (local_get).
+            local_gets.clear()
         if not settings.DEGRADE_ON_FAILURE:
             raise exc
         if first:
             logger.warning("freshcache backend unavailable, reading from the database: %s", exc)
+
+    def healthy(self) -> bool:
+        """No outage known and no invalidation owed."""
+        return not self._down and not self._missed
 
     def _recover(self) -> bool:
         """Deliver remembered invalidations; True when cached values may be served again."""
@@ -208,10 +237,13 @@ class Store:
             return None
         try:
             values = self.backend.get_many((key, *plan.keys))
+            screened = self._screen(values[1:], global_first=True)
         except BackendError as exc:
             self._failed(exc)
             return None
-        probe = Probe(key=key, plan=plan, current=values[1:])
+        if screened is None:
+            return None
+        probe = Probe(key=key, plan=plan, current=screened[0], stale_global=screened[1])
         self._remember_schemes(plan, probe.current)
         raw = values[0]
         if raw is not None:
@@ -240,7 +272,11 @@ class Store:
         appends: list[tuple[str, bytes]] = []
         overwrite: dict[str, bytes] = {}
         if probe.current[0] is None:
-            nx[plan.keys[0]] = new_token()
+            # An epoch of another generation is replaced; a missing one is created only once.
+            epoch = new_token()
+            if self._generation is not None:
+                epoch += _GEN_SEP + self._generation
+            (overwrite if probe.stale_global else nx)[plan.keys[0]] = epoch
         for i, registry in enumerate(plan.registries):
             raw = probe.current[1 + i]
             parsed = parse_registry(raw)
@@ -263,9 +299,13 @@ class Store:
                 nx[key] = new_token()
         try:
             current = self.backend.prepare(nx, appends, overwrite, ttl + STAMP_MARGIN, plan.keys)
+            screened = self._screen(current, global_first=True)
         except BackendError as exc:
             self._failed(exc)
             return None
+        if screened is None:
+            return None
+        current = screened[0]
         self._remember_schemes(plan, current)
         if not self._registered(plan, current):
             return None
@@ -316,12 +356,14 @@ class Store:
         if (self._missed or self._down) and not self._recover():
             return None
         try:
-            current = self.backend.get_many(plan.keys)
+            screened = self._screen(self.backend.get_many(plan.keys), global_first=True)
         except BackendError as exc:
             self._failed(exc)
             return None
-        probe = Probe(key="", plan=plan, current=current)
-        self._remember_schemes(plan, current)
+        if screened is None:
+            return None
+        probe = Probe(key="", plan=plan, current=screened[0], stale_global=screened[1])
+        self._remember_schemes(plan, probe.current)
         return self.prepare(probe, ttl)
 
     def tokens_of(self, probe: Probe) -> list[bytes] | None:
@@ -369,13 +411,16 @@ class Store:
             if raw is None:
                 return None
             keys, tokens, data = msgpack.unpackb(raw, use_list=True)
-            current = self.backend.get_many(keys) if keys else []
+            screened = self._screen(self.backend.get_many(keys) if keys else [])
         except BackendError as exc:
             self._failed(exc)
             return None
         except Exception:
             logger.warning("freshcache: undecodable payload at %s treated as a miss", key)
             return None
+        if screened is None:
+            return None
+        current = screened[0]
         if len(current) != len(tokens) or not keys:
             return None
         for value, token in zip(current, tokens, strict=True):
@@ -421,10 +466,13 @@ class Store:
         extra = [k for k in dict.fromkeys(also) if k not in wanted]
         try:
             values = self.backend.get_many([*keys, *extra])
+            screened = self._screen(values[len(keys) :])
         except BackendError as exc:
             self._failed(exc)
             return found
-        current = dict(zip(extra, values[len(keys) :], strict=True))
+        if screened is None:
+            return found
+        current = dict(zip(extra, screened[0], strict=True))
         stored: list[tuple[list[str], list[bytes], bytes] | None] = []
         for key, raw in zip(keys, values[: len(keys)], strict=True):
             item = None
@@ -440,10 +488,13 @@ class Store:
         missing = list(dict.fromkeys(k for s in stored if s for k in s[0] if k not in current))
         if missing:
             try:
-                current.update(zip(missing, self.backend.get_many(missing), strict=True))
+                screened = self._screen(self.backend.get_many(missing))
             except BackendError as exc:
                 self._failed(exc)
                 return found
+            if screened is None:
+                return found
+            current.update(zip(missing, screened[0], strict=True))
         for i, item in enumerate(stored):
             if item is None:
                 continue
@@ -518,10 +569,13 @@ class Store:
             check[registry] = change
             handled[registry] = handled.get(registry, frozenset()) | schemes
         registries = list(check)
+        self._journal_add(f"{prefix}r:{c.table}" for c in changes)
         with self._lock:
             missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
             current = self.backend.delete_and_get(list(dict.fromkeys(delete + missed)), registries)
+            if self._screen(()) is None:  # a new primary: deliver the journal too
+                self._recover()
         except BackendError as exc:
             self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
             return
@@ -557,11 +611,59 @@ class Store:
 
     def invalidate_all(self, prefix: str) -> None:
         key = f"{prefix}g"
+        self._journal_add([key])
         try:
             self.backend.delete_many([key])
             publish(self.backend, [key])
         except BackendError as exc:
             self._failed(exc, missed=[key])
+
+    # -- a new primary (failover, restart) may lack deletions the old one acknowledged ---------
+
+    def _screen(
+        self, values: Sequence[bytes | None], global_first: bool = False
+    ) -> tuple[list[bytes | None], bool] | None:
+        """``values`` just read, as far as they may be trusted, and whether a global epoch of
+        another generation was among them (it reads as missing, and is overwritten).
+
+        None when the backend's generation changed since this process last looked: the read
+        may come from a server that lacks recent deletions, so it is not used, and the keys
+        this process invalidated lately are queued to be deleted again (by :meth:`_recover`,
+        before anything is served). ``global_first``: ``values[0]`` is a plan's global epoch.
+        """
+        generation = self.backend.generation()
+        if generation != self._generation:
+            changed = self._generation is not None
+            self._generation = generation
+            if changed:
+                logger.warning("freshcache: the backend's primary changed; cached values dropped")
+                with self._lock:
+                    self._missed.update(self._journal)
+                local_gets.clear()
+                return None
+        screened = list(values)
+        if generation is None:
+            return screened, False
+        stale = False
+        for i, value in enumerate(screened):
+            if value is None or value.startswith(b"@"):
+                continue  # missing, or a registry
+            if _GEN_SEP in value:
+                foreign = value.rsplit(_GEN_SEP, 1)[1] != generation
+            else:
+                foreign = global_first and i == 0  # written before generations were tracked
+            if foreign:
+                screened[i] = None
+                stale = True
+        return screened, stale
+
+    def _journal_add(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._journal[key] = None
+                self._journal.move_to_end(key)
+            while len(self._journal) > JOURNAL_SIZE:
+                self._journal.popitem(last=False)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -625,6 +727,7 @@ class Store:
         self._schemes.clear()
         with self._lock:
             self._down = False
+            self._generation = None
 
 
 store = Store()

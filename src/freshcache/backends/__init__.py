@@ -1,9 +1,9 @@
 """Backend selection: one backend per process, built on first use and dropped on settings change.
 
-``FRESHCACHE_BACKEND`` names an engine (``'redis'``, ``'locmem'``) or a dotted path to a
-:class:`Backend` subclass with a ``from_settings()`` classmethod; without it the engine is
-inferred: a Redis or Sentinel setting means ``redis``, and nothing means the in-process
-``locmem`` default. (A Redis Cluster engine is planned; asking for it is a clear error.)
+``FRESHCACHE_BACKEND`` names an engine (``'redis'``, ``'cluster'``, ``'locmem'``) or a dotted
+path to a :class:`Backend` subclass with a ``from_settings()`` classmethod; without it the engine
+is inferred: ``FRESHCACHE_CLUSTER`` means ``cluster``, a Redis or Sentinel setting means
+``redis``, and nothing means the in-process ``locmem`` default.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = ["Backend", "backend_name", "get_backend", "reset_backend"]
 
 ENGINES = {
     "redis": "freshcache.backends.redis.RedisBackend",
+    "cluster": "freshcache.backends.cluster.ClusterBackend",
     "locmem": "freshcache.backends.locmem.LocMemBackend",
 }
 
@@ -43,11 +44,6 @@ def backend_name() -> str:
 
 def build_backend() -> Backend:
     name = backend_name()
-    if name == "cluster":
-        raise ImproperlyConfigured(
-            "the Redis Cluster engine is not available in this version of freshcache; "
-            "remove FRESHCACHE_CLUSTER and use FRESHCACHE_REDIS with FRESHCACHE_BACKEND='redis'"
-        )
     if name == "locmem":
         from freshcache.backends.locmem import LocMemBackend
         from freshcache.checks import multiprocess_server

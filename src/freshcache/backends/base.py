@@ -108,6 +108,16 @@ class Backend(abc.ABC):
     def publish(self, channel: str, message: bytes) -> None:  # noqa: B027 - optional
         """Broadcast to other processes (``local_get``); a single-process engine needs none."""
 
+    def generation(self) -> bytes | None:
+        """A token naming the server(s) that hold the data, or None when it cannot change.
+
+        It changes when writes the engine acknowledged may have been lost: a replica promoted
+        by a failover (replication is asynchronous), a primary restarted. The store then treats
+        every value cached before as invalid. Called before values are served, so it must be
+        cheap: engines note the token as connections open rather than asking each time.
+        """
+        return None
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """True when the engine answers; raises BackendError when it does not."""

@@ -5,11 +5,17 @@ arguments (``host``, ``port``, ``db``, ``password``, ``socket_timeout``, ``unix_
 ``FRESHCACHE_SENTINEL`` selects the primary through Sentinel; ``FRESHCACHE_CLIENT_CLASS`` swaps
 the client class. Every composite operation is one non-transactional pipeline: the stamp protocol
 needs ordering within a round trip, not atomicity, which is also what keeps it cluster-friendly.
+
+Under Sentinel every new connection asks the server for its run id and role (:class:`PrimaryWatch`):
+a connection to a server that is not the primary is refused, and a different run id than before
+(a failover, or a restart) changes :meth:`RedisBackend.generation`, which makes the store treat
+everything cached before as invalid (docs/scaling-out.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -18,7 +24,7 @@ from django.utils.module_loading import import_string
 from freshcache.backends.base import Backend, options, wrap_errors
 from freshcache.exceptions import ImproperlyConfigured
 
-__all__ = ["RedisBackend", "make_client"]
+__all__ = ["PrimaryWatch", "RedisBackend", "make_client"]
 
 _errors = wrap_errors(redis.RedisError, OSError)
 
@@ -43,6 +49,17 @@ def client_class(dotted: str | type | None) -> type[redis.Redis]:
             f"FRESHCACHE_CLIENT_CLASS must name a subclass of redis.Redis, got {dotted!r}"
         )
     return cls
+
+
+def _default_retry(config: object) -> dict[str, Any]:
+    """One immediate retry unless the settings choose: redis-py's default retries with backoff
+    for seconds, which a cache in front of a database should not do (it degrades instead)."""
+    if isinstance(config, Mapping) and "retry" in config:
+        return {}
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {"retry": Retry(NoBackoff(), 1)}
 
 
 def make_client(
@@ -76,12 +93,13 @@ def make_client(
         return cls()
     if isinstance(config, str):
         try:
-            return cls.from_url(config)
+            return cls.from_url(config, **_default_retry(config))
         except ValueError as exc:
             raise ImproperlyConfigured(f"FRESHCACHE_REDIS is not a valid Redis URL: {exc}") from exc
     if isinstance(config, Mapping):
         conf = options(config)
         url = conf.pop("url", None)
+        conf = {**_default_retry(conf), **conf}
         return cls.from_url(url, **conf) if url else cls(**conf)
     raise ImproperlyConfigured(
         "FRESHCACHE_REDIS must be a URL string or a dict of redis.Redis arguments, "
@@ -89,19 +107,84 @@ def make_client(
     )
 
 
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+class PrimaryWatch:
+    """The run id of each primary this process connects to, asked as every connection opens.
+
+    A run id is new after a restart, and another server's after a failover: in both cases
+    writes the old primary acknowledged (stamp deletions) may be missing. ``latest`` is the run
+    id of the primary connected to last; ``ids`` maps ``host:port`` to run ids.
+    """
+
+    def __init__(self, require_primary: bool) -> None:
+        self.require_primary = require_primary
+        self.ids: dict[str, bytes] = {}
+        self.latest: bytes | None = None
+        self._lock = threading.Lock()
+
+    def hook(self, before: Callable[[Any], None] | None) -> Callable[[Any], None]:
+        """A ``redis_connect_func`` that runs ``before`` (the client's own hook) then notes."""
+
+        def on_connect(connection: Any) -> None:
+            if before is not None:
+                before(connection)
+            self.note(connection)
+
+        return on_connect
+
+    def note(self, connection: Any) -> None:
+        connection.send_command("INFO", "server")
+        connection.send_command("ROLE")
+        info = _text(connection.read_response())
+        role = _text(connection.read_response()[0])
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        run_id = fields.get("run_id", "").strip().encode()
+        address = f"{connection.host}:{connection.port}"
+        if role != "master":
+            if self.require_primary:
+                # Sentinel named a server that is no longer the primary: refuse it, so that the
+                # client asks again instead of reading data that may be older than the primary's.
+                raise redis.ConnectionError(f"{address} is a {role}, not the primary")
+            return
+        with self._lock:
+            self.ids[address] = run_id
+            self.latest = run_id
+
+
 class RedisBackend(Backend):
     name = "redis"
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, track_primary: bool = False) -> None:
         self.client = client
         self._release = client.register_script(_RELEASE)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
+        self._watch: PrimaryWatch | None = None
+        if track_primary:
+            self._watch = PrimaryWatch(require_primary=True)
+            kwargs = client.connection_pool.connection_kwargs
+            before = kwargs.get("redis_connect_func")
+            kwargs["redis_connect_func"] = self._watch.hook(
+                before or (lambda connection: connection.on_connect())
+            )
 
     @classmethod
     def from_settings(cls) -> RedisBackend:
         from freshcache.conf import settings
 
-        return cls(make_client(settings.REDIS, settings.SENTINEL, settings.CLIENT_CLASS))
+        client = make_client(settings.REDIS, settings.SENTINEL, settings.CLIENT_CLASS)
+        return cls(client, track_primary=bool(settings.SENTINEL))
+
+    @_errors
+    def generation(self) -> bytes | None:
+        """The run id of the Sentinel-managed primary (None for a plain server)."""
+        if self._watch is None:
+            return None
+        if self._watch.latest is None:
+            self.client.ping()  # the first connection notes the primary
+        return self._watch.latest
 
     @_errors
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -172,7 +255,7 @@ class RedisBackend(Backend):
     @_errors
     def lock_wait(self, key: str, holder: bytes, timeout: float) -> bool:
         signal = f"{key}:{holder.decode()}"
-        limit = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        limit = self._socket_timeout()
         if limit:
             # Block well inside the socket timeout: Redis checks blocking timeouts only every
             # 100 ms, and a reply after the socket gave up would be an error.
@@ -185,6 +268,10 @@ class RedisBackend(Backend):
             return self.client.brpoplpush(signal, signal, timeout) is not None
         except redis.TimeoutError:
             return False  # waiting ran out: the caller looks again or computes itself
+
+    def _socket_timeout(self) -> float | None:
+        timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        return cast("float | None", timeout)
 
     @_errors
     def lock_release(self, key: str, token: bytes) -> None:
