@@ -15,7 +15,7 @@ from benchmarks.config import REPO_ROOT
 __all__ = ["markdown", "write"]
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
-IMG = REPO_ROOT / "docs" / "img"
+QUICK_DOC = REPO_ROOT / "benchmarks" / ".results" / "quick" / "benchmarks.md"
 LATENCY_PNG = "bench-latency.png"
 THROUGHPUT_PNG = "bench-throughput.png"
 
@@ -153,7 +153,7 @@ def section_machine(r: Run) -> str:
     for lib in r.ids:
         dist = next(x["dist"] for x in r.libs if x["id"] == lib)
         if dist and lib != FC_LOCAL:
-            commit = f" (commit {m['commit']})" if lib == FC else ""
+            commit = f" ({m['commit']})" if lib == FC else ""
             versions.append((dist, r.version(lib, "library") + commit))
     versions += [
         ("command", f"`{r.raw['command']}`"),
@@ -294,6 +294,14 @@ def section_latency(r: Run) -> str:
     return table(header, rows)
 
 
+def cell_name(r: Run, cell: dict[str, Any]) -> str:
+    mixed = r.raw["config"]["mixed"]
+    name = f"{cell['workers']} workers, {cell['write_ratio']:.0%} writes"
+    if cell["duration"] > mixed["duration"]:
+        name += f", {mixed['long_factor']}{TIMES} longer run"
+    return name
+
+
 def section_stale(r: Run) -> tuple[str, list[str]]:
     rows = []
     details: list[str] = []
@@ -307,9 +315,8 @@ def section_stale(r: Run) -> tuple[str, list[str]]:
             return sum(c.get(key, 0) for c in cells)
 
         worst = [c for c in cells if c["stale"]]
-        where = ", ".join(
-            f"{c['workers']}w/{c['write_ratio']:.0%}: {c['stale']} ({c['stale_items']} keys)"
-            for c in worst
+        where = "; ".join(
+            f"{cell_name(r, c)}: {c['stale']} ({c['stale_items']} keys)" for c in worst
         )
         stale = total("stale")
         rows.append(
@@ -323,8 +330,13 @@ def section_stale(r: Run) -> tuple[str, list[str]]:
                 where or DASH,
             ]
         )
+        seen: set[tuple[Any, ...]] = set()
         for c in worst:
             for e in c["stale_examples"]:
+                signature = (e["by"], e["key"], e["cached"], e["committed_before_read"])
+                if signature in seen:
+                    continue
+                seen.add(signature)
                 what = (
                     f"the version sum of category {e['key']}"
                     if e["by"] == "category"
@@ -332,7 +344,7 @@ def section_stale(r: Run) -> tuple[str, list[str]]:
                 )
                 hit = "a cache hit" if e["hit"] else "not a cache hit"
                 details.append(
-                    f"{r.labels[i]}, {c['workers']} workers, {c['write_ratio']:.0%} writes: "
+                    f"{r.labels[i]}, {cell_name(r, c)}: "
                     f"{what} returned {e['cached']} ({hit}) when {e['committed_before_read']} "
                     f"had been committed and invalidated before the read began (the database: "
                     f"{e['in_db_before']} before, {e['in_db_after']} after)"
@@ -404,8 +416,9 @@ def bounded_verdicts(r: Run) -> list[str]:
         growth = per_long / per_short if per_short else math.nan
         verdict = "stays bounded" if growth < 1.5 else "keeps growing"
         out.append(
-            f"**{r.labels[i]}**: {verdict} — per item touched, {keys_short:.1f} → {keys_long:.1f} "
-            f"keys and {per_short:,.0f} → {per_long:,.0f} bytes ({growth:.2f}{TIMES}) "
+            f"- **{r.labels[i]}**: {verdict} — per item touched, "
+            f"{keys_short:.1f} → {keys_long:.1f} keys and "
+            f"{per_short:,.0f} → {per_long:,.0f} bytes ({growth:.2f}{TIMES}) "
             f"while the run made {long['writes'] / max(short['writes'], 1):.0f}{TIMES} "
             "as many writes."
         )
@@ -457,8 +470,8 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         "```sh",
         "make bench            # the full run, about 10-15 minutes on 2 cores",
-        "make bench QUICK=1    # a smoke run of about 2 minutes",
-        "make bench LONG=1     # adds the 10x longer memory run",
+        "make bench QUICK=1    # a ~2-minute smoke run (report: benchmarks/.results/quick/)",
+        "make bench LONG=1     # adds the 10x longer memory run (about 5 more minutes)",
         "make bench LIBS=freshcache,cacheops   # a subset (ids: none, cacheops, cachalot,",
         "                                      #   freshcache, freshcache-locmem)",
         "```",
@@ -589,6 +602,10 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         section_memory(r),
         "",
+        "Bounded here means that the keys and bytes per item touched stay about the same "
+        f"(within 1.5{TIMES}) when the cell runs {mixed['long_factor']}{TIMES} longer: "
+        "memory follows the data that was read, not the number of writes or invalidations.",
+        "",
         *(
             bounded_verdicts(r)
             or [
@@ -657,12 +674,20 @@ def plot_throughput(r: Run, path: Path) -> None:
     plt.close(fig)
 
 
-def write(run: dict[str, Any]) -> None:
+def write(run: dict[str, Any]) -> Path:
+    """Write the page and its plots; return the page's path.
+
+    A full run goes to ``docs/``; a quick run to ``benchmarks/.results/quick/``, so that a smoke
+    test never replaces the published figures.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
-    IMG.mkdir(parents=True, exist_ok=True)
+    doc = QUICK_DOC if run["config"]["quick"] else DOC
+    img = doc.parent / "img"
+    img.mkdir(parents=True, exist_ok=True)
     r = Run(run)
-    plot_latency(r, IMG / LATENCY_PNG)
-    plot_throughput(r, IMG / THROUGHPUT_PNG)
-    DOC.write_text(markdown(run))
+    plot_latency(r, img / LATENCY_PNG)
+    plot_throughput(r, img / THROUGHPUT_PNG)
+    doc.write_text(markdown(run))
+    return doc

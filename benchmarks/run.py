@@ -11,7 +11,8 @@ every mixed-workload cell runs for each library before the next cell starts, so 
 whatever else the machine does weigh on all libraries alike.
 
 Raw results go to ``benchmarks/.results/``; the report to ``docs/benchmarks.md`` and
-``docs/img/bench-*.png`` (:mod:`benchmarks.report`).
+``docs/img/bench-*.png`` (:mod:`benchmarks.report`). A ``--quick`` run keeps both under
+``benchmarks/.results/quick/`` so that a smoke test never replaces the published figures.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def machine() -> dict[str, Any]:
         "cpu": first("/proc/cpuinfo", "model name") or platform.processor() or "?",
         "memory": f"{int(mem_kb.split()[0]) / 2**20:.1f} GiB" if mem_kb else "?",
         "os": f"{platform.system()} {platform.release()}",
-        "commit": git("rev-parse", "--short", "HEAD")
+        "commit": "commit "
+        + git("rev-parse", "--short", "HEAD")
         + (" + uncommitted src/ changes" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -273,16 +275,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--libs", default="", help=f"comma-separated subset of: {ids}")
     parser.add_argument("--upgrade", action="store_true", help="pip install --upgrade the peers")
     parser.add_argument(
-        "--report-only", action="store_true", help="rewrite the report from .results/run.json"
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from .results/run.json (.results/quick/ with --quick)",
     )
     args = parser.parse_args(argv)
 
     from benchmarks import report
     from benchmarks.venvs import ensure_venv
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    # A quick run keeps its raw results and its report apart from the full run's.
+    results = RESULTS / "quick" if args.quick else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        report.write(json.loads((RESULTS / "run.json").read_text()))
+        page = report.write(json.loads((results / "run.json").read_text()))
+        log(f"wrote {page.relative_to(REPO_ROOT)}")
         return 0
 
     wanted = [x for x in args.libs.split(",") if x]
@@ -292,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.make(quick=args.quick, long=args.long)
     env = server_env()
     load_before = os.getloadavg()
+    about = machine()  # before the run: the commit measured is the one the workers import
     pythons = {lib.id: ensure_venv(lib, args.upgrade) for lib in libs}
-    config_file = RESULTS / "config.json"
+    config_file = results / "config.json"
     config_file.write_text(config.to_json())
 
     log(f"starting {len(libs)} workers: {', '.join(lib.id for lib in libs)}")
@@ -317,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             w.close()
 
-    results = {
+    by_library = {
         w.lib.id: {
             "versions": w.info["versions"],
             "micro": {**micro[w.lib.id], "key_api": w.info["key_api"]},
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     run = {
         "config": json.loads(config.to_json()),
-        "machine": machine(),
+        "machine": about,
         "command": command_line(args),
         "seconds": time.monotonic() - _started,
         "load": {
@@ -341,11 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             {"id": lib.id, "label": lib.label, "shared": lib.shared, "dist": lib.dist}
             for lib in libs
         ],
-        "results": results,
+        "results": by_library,
     }
-    (RESULTS / "run.json").write_text(json.dumps(run, indent=1))
-    report.write(run)
-    log("done: docs/benchmarks.md, docs/img/bench-latency.png, docs/img/bench-throughput.png")
+    (results / "run.json").write_text(json.dumps(run, indent=1))
+    page = report.write(run)
+    log(f"done: {page.relative_to(REPO_ROOT)}, plots in {page.parent.relative_to(REPO_ROOT)}/img/")
     return 0
 
 

@@ -17,9 +17,9 @@
 #                   "all" runs the four; `make test-full` does that)
 #     PYTEST_ARGS   extra pytest arguments, e.g. "-x -k stamps"
 #
-# Private PostgreSQL and Redis servers are started only if a selected combination needs
-# them (installed with apt-get first if missing) and stopped on exit, also on failure or
-# Ctrl-C.  Every leg and combination runs even when an earlier one failed; the exit
+# Private PostgreSQL and Redis servers (a single Redis, a 3-primary Redis Cluster and a
+# Sentinel setup: scripts/services.sh) are started once per run (installed with apt-get first
+# if missing) and stopped on exit, also on failure or Ctrl-C.  Every leg and combination runs even when an earlier one failed; the exit
 # status is non-zero if lint (with --lint) or any combination failed, pytest's exit 5
 # ("no tests collected") included.  The last line is "tests: N passed, N failed, N skipped"
 # summed over all combinations.

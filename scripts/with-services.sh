@@ -4,8 +4,10 @@
 #     scripts/with-services.sh .venv/bin/pytest tests/test_environment.py
 #     scripts/with-services.sh bash            # (make services-shell)
 #
-# Exports FRESHCACHE_TEST_PG_HOST/PORT/USER/NAME and FRESHCACHE_TEST_REDIS_URL, and
-# FRESHCACHE_TEST_DB=postgres / FRESHCACHE_TEST_BACKEND=redis unless already set.
+# Exports FRESHCACHE_TEST_PG_HOST/PORT/USER/NAME, FRESHCACHE_TEST_REDIS_URL, the Redis
+# Cluster's FRESHCACHE_TEST_CLUSTER_URL/NODES, the Sentinel setup's
+# FRESHCACHE_TEST_SENTINEL_PORTS/SERVICE, and FRESHCACHE_TEST_DB=postgres /
+# FRESHCACHE_TEST_BACKEND=redis unless already set.
 # The command's exit status is this script's.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

@@ -18,6 +18,11 @@ def setup(db: dict[str, Any], redis_url: str) -> None:
     from django.conf import settings
 
     cluster = redis_url.startswith("redis+cluster:")
+    sentinel = None
+    if redis_url.startswith("sentinel://"):  # sentinel://host:port,host:port/service
+        where, service = redis_url.removeprefix("sentinel://").split("/")
+        locations = [(h, int(p)) for h, p in (a.split(":") for a in where.split(","))]
+        sentinel = {"locations": locations, "service_name": service, "socket_timeout": 1}
     settings.configure(
         SECRET_KEY="concurrency",
         USE_TZ=True,
@@ -27,7 +32,9 @@ def setup(db: dict[str, Any], redis_url: str) -> None:
         # A redis+cluster:// URL runs the same race on a Redis Cluster.
         FRESHCACHE_BACKEND="cluster" if cluster else "redis",
         FRESHCACHE_CLUSTER=redis_url if cluster else None,
-        FRESHCACHE_REDIS=None if cluster else redis_url,
+        FRESHCACHE_REDIS=None if cluster or sentinel else redis_url,
+        FRESHCACHE_SENTINEL=sentinel,
+        FRESHCACHE_DEGRADE_ON_FAILURE=sentinel is not None,  # the failover test
         FRESHCACHE={"propapp.*": {"ops": "all", "timeout": 300}},
     )
     django.setup()
@@ -46,9 +53,12 @@ def migrate(db: dict[str, Any], redis_url: str) -> None:
             Person.objects.create(name=f"w{writer}-{row}", team=teams[row % 3], score=0)
 
 
-def writer(db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any) -> None:
+def writer(
+    db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any, stop: Any = None
+) -> None:
     """Bump this writer's rows in transactions, move them between teams, and check that its
-    own next cached read sees each write (read-your-writes)."""
+    own next cached read sees each write (read-your-writes). Ends after ``rounds`` or when
+    the ``stop`` event is set."""
     setup(db, redis_url)
     from django.db import transaction
 
@@ -59,6 +69,8 @@ def writer(db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any) -
     commits: list[tuple[str, int, float]] = []
     violations: list[str] = []
     for version in range(1, rounds + 1):
+        if stop is not None and stop.is_set():
+            break
         name = f"w{me}-{rng.randrange(WRITERS_ROWS)}"
         with transaction.atomic():
             person = Person.objects.select_for_update().get(name=name)
@@ -72,7 +84,9 @@ def writer(db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any) -
     out.put(("writer", me, commits, violations))
 
 
-def reader(db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any) -> None:
+def reader(
+    db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any, stop: Any = None
+) -> None:
     """Read every row through the cache, recording when each read began and what it saw."""
     setup(db, redis_url)
     from tests.propapp.models import Person
@@ -80,6 +94,8 @@ def reader(db: dict[str, Any], redis_url: str, me: int, rounds: int, out: Any) -
     names = [f"w{w}-{r}" for w in range(2) for r in range(WRITERS_ROWS)]
     reads: list[tuple[str, float, int]] = []
     for _ in range(rounds):
+        if stop is not None and stop.is_set():
+            break
         for name in names:
             began = time.monotonic()
             reads.append((name, began, Person.objects.get(name=name).score))

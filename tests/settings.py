@@ -3,7 +3,8 @@
 The database and the cache backend come from the environment so that one suite runs against
 every combination ``make test`` asks for: ``FRESHCACHE_TEST_DB`` (``sqlite`` or ``postgres``,
 with ``FRESHCACHE_TEST_PG_*`` naming the private server) and ``FRESHCACHE_TEST_BACKEND``
-(``locmem`` or ``redis``, with ``FRESHCACHE_TEST_REDIS_URL``).
+(``locmem`` or ``redis``, with ``FRESHCACHE_TEST_REDIS_URL``; or ``cluster``, with
+``FRESHCACHE_TEST_CLUSTER_URL``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ else:
     }
 
 TEST_BACKEND = os.environ.get("FRESHCACHE_TEST_BACKEND", "locmem")
-if TEST_BACKEND == "redis":
+if TEST_BACKEND == "cluster":  # the whole suite on the Redis Cluster of scripts/services.sh
+    FRESHCACHE_BACKEND = "cluster"
+    FRESHCACHE_CLUSTER = os.environ.get("FRESHCACHE_TEST_CLUSTER_URL", "redis://127.0.0.1:7000")
+elif TEST_BACKEND == "redis":
     FRESHCACHE_BACKEND = "redis"
     FRESHCACHE_REDIS = os.environ.get("FRESHCACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 else:

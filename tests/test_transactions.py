@@ -221,3 +221,43 @@ def test_row_committed_between_pre_read_and_write(
         side.close()
     monkeypatch.undo()
     assert titles(score=7, title="phantom") == ["phantom"]
+
+
+def test_classic_race_reader_stores_after_the_writer_invalidated(
+    c1: Category, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reader queries (old rows), writer commits and invalidates, reader stores: the stored
+    value must never be served. Driven step by step with a hook, not by timing."""
+    import threading
+
+    from freshcache.store import store
+
+    Post.objects.create(title="old", category=c1)
+    reader_read = threading.Event()
+    writer_done = threading.Event()
+    original_save = store.save
+
+    def save_after_the_write(*args: Any, **kwargs: Any) -> bool:
+        if threading.current_thread().name == "reader":
+            reader_read.set()  # the reader has its rows from the database
+            assert writer_done.wait(10)  # ... and stores only after the write invalidated
+        return original_save(*args, **kwargs)
+
+    monkeypatch.setattr(store, "save", save_after_the_write)
+    seen: list[list[str]] = []
+
+    def reader() -> None:
+        try:
+            seen.append(titles(category=c1))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=reader, name="reader")
+    thread.start()
+    assert reader_read.wait(10)
+    Post.objects.filter(category=c1).update(title="new")  # commits and invalidates
+    writer_done.set()
+    thread.join(10)
+    assert seen == [["old"]]  # the reader's own answer was right when it read
+    monkeypatch.undo()
+    assert titles(category=c1) == ["new"]  # and the value it stored is never served

@@ -574,8 +574,7 @@ class Store:
             missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
             current = self.backend.delete_and_get(list(dict.fromkeys(delete + missed)), registries)
-            if self._screen(()) is None:  # a new primary: deliver the journal too
-                self._recover()
+            self._screen(())  # on a new primary, this delivers the journal too
         except BackendError as exc:
             self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])
             return
@@ -628,8 +627,8 @@ class Store:
 
         None when the backend's generation changed since this process last looked: the read
         may come from a server that lacks recent deletions, so it is not used, and the keys
-        this process invalidated lately are queued to be deleted again (by :meth:`_recover`,
-        before anything is served). ``global_first``: ``values[0]`` is a plan's global epoch.
+        this process invalidated lately are deleted again at once (or, if that fails, before
+        anything is served). ``global_first``: ``values[0]`` is a plan's global epoch.
         """
         generation = self.backend.generation()
         if generation != self._generation:
@@ -640,6 +639,7 @@ class Store:
                 with self._lock:
                     self._missed.update(self._journal)
                 local_gets.clear()
+                self._recover()
                 return None
         screened = list(values)
         if generation is None:

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlparse
 
 import redis
 from django.utils.module_loading import import_string
-from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 from freshcache.backends.base import options, wrap_errors
 from freshcache.backends.redis import _RELEASE, PrimaryWatch, RedisBackend
@@ -145,7 +145,12 @@ def cluster_kwargs(config: str | Mapping[str, Any]) -> dict[str, Any]:
     if "db" in conf:
         raise ImproperlyConfigured("FRESHCACHE_CLUSTER: a Redis Cluster has no 'db'; remove it")
     if conf.pop("read_from_replicas", False):
-        conf.setdefault("load_balancing_strategy", LoadBalancingStrategy.ROUND_ROBIN)
+        try:  # redis-py >= 5.1; read_from_replicas is deprecated there
+            from redis.cluster import LoadBalancingStrategy
+        except ImportError:
+            conf["read_from_replicas"] = True
+        else:
+            conf.setdefault("load_balancing_strategy", LoadBalancingStrategy.ROUND_ROBIN)
     nodes = conf.pop("startup_nodes", None)
     if nodes is not None:
         if isinstance(nodes, (str, Mapping)) or not nodes:

@@ -14,6 +14,7 @@ everything cached before as invalid (docs/scaling-out.md).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ from freshcache.exceptions import ImproperlyConfigured
 __all__ = ["PrimaryWatch", "RedisBackend", "make_client"]
 
 _errors = wrap_errors(redis.RedisError, OSError)
+logger = logging.getLogger("freshcache")
 
 #: How long a release signal stays readable for late waiters.
 SIGNAL_TTL_MS = 10_000
@@ -123,6 +125,7 @@ class PrimaryWatch:
         self.require_primary = require_primary
         self.ids: dict[str, bytes] = {}
         self.latest: bytes | None = None
+        self.refused = False
         self._lock = threading.Lock()
 
     def hook(self, before: Callable[[Any], None] | None) -> Callable[[Any], None]:
@@ -138,8 +141,23 @@ class PrimaryWatch:
     def note(self, connection: Any) -> None:
         connection.send_command("INFO", "server")
         connection.send_command("ROLE")
-        info = _text(connection.read_response())
-        role = _text(connection.read_response()[0])
+        replies: list[Any] = []
+        for _ in range(2):
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:  # e.g. an ACL that forbids INFO or ROLE
+                replies.append(exc)
+        if any(isinstance(reply, Exception) for reply in replies):
+            if not self.refused:
+                self.refused = True
+                logger.warning(
+                    "freshcache cannot ask Redis for its role and run id (%s): a failover "
+                    "will not be detected; allow INFO and ROLE to this user",
+                    next(r for r in replies if isinstance(r, Exception)),
+                )
+            return
+        info = _text(replies[0])
+        role = _text(replies[1][0])
         fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
         run_id = fields.get("run_id", "").strip().encode()
         address = f"{connection.host}:{connection.port}"
@@ -182,7 +200,7 @@ class RedisBackend(Backend):
         """The run id of the Sentinel-managed primary (None for a plain server)."""
         if self._watch is None:
             return None
-        if self._watch.latest is None:
+        if self._watch.latest is None and not self._watch.refused:
             self.client.ping()  # the first connection notes the primary
         return self._watch.latest
 
