@@ -27,6 +27,9 @@ from freshcache.simple import CacheMiss, FileCache, cache, file_cache
 
 __version__ = "0.1.0.dev0"
 
+#: The seed's own spelling (``class ParticipationCacheManager(ModelCacheManger)``), so its
+#: examples run as written.
+ModelCacheManger = ModelCacheManager
 cached = cache.cached
 cached_view = cache.cached_view
 
@@ -40,6 +43,7 @@ __all__ = [
     "ImproperlyConfigured",
     "InstanceCache",
     "ModelCacheManager",
+    "ModelCacheManger",
     "QuerysetCache",
     "UncacheableQuery",
     "__version__",

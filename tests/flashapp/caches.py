@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from freshcache import InstanceCache, ModelCacheManager, QuerysetCache
+from freshcache import InstanceCache, ModelCacheManger, QuerysetCache
 from tests.flashapp.models import Avatar, Flag, Participation, User
 
 
@@ -56,7 +56,7 @@ class FlagListCacheOnTarget(QuerysetCache):
     key_fields = ("target",)
 
 
-class ParticipationCacheManager(ModelCacheManager):
+class ParticipationCacheManager(ModelCacheManger):  # the seed's spelling, as written
     model = Participation
     get_key_fields_list = [("user", "event")]
     filter_key_fields_list = [("user",), ("event",)]
