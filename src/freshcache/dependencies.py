@@ -54,24 +54,21 @@ import datetime as dt
 import decimal
 import re
 import uuid
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable
 from typing import Any
 
-from django.core.exceptions import FieldError
 from django.db import connections
 from django.db.models import Q, QuerySet, lookups
 from django.db.models.aggregates import Aggregate
 from django.db.models.expressions import Col, F, Func
 from django.db.models.fields.related_lookups import RelatedExact, RelatedIn, RelatedIsNull
-from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.db.models.lookups import Exact, In, IsNull, Lookup, Transform
-from django.db.models.sql.constants import LOUTER
-from django.db.models.sql.datastructures import BaseTable, Join
 from django.db.models.sql.query import Query
 from django.db.models.sql.subqueries import DeleteQuery, InsertQuery, UpdateQuery
 from django.db.models.sql.where import AND, NothingNode, WhereNode
 
 from freshcache.exceptions import UncacheableQuery
+from freshcache.joins import Scope, join_links, nested_paths, related_paths, trim_path
 from freshcache.stamps import UNKNOWN, Conj, column_value, field_info
 
 __all__ = [
@@ -106,7 +103,6 @@ _SCALARS = frozenset({str, int, float, bool, bytes, decimal.Decimal, dt.datetime
                       dt.time, dt.timedelta, uuid.UUID, type(None)})  # fmt: skip
 _COLUMN_REF = re.compile(r'([`"]?)\w+\1\.([`"]?)\w+\2')
 _verdicts: dict[type, str | None] = {}
-_join_links: dict[int, tuple[Any, list[tuple[str, str, bool]]]] = {}
 _exact_text: dict[str | None, bool] = {}  # database alias -> text equality is exact there
 
 
@@ -115,31 +111,6 @@ def _raw_select(item: tuple[str, Any]) -> bool:
     through table's column that way, and it only reads a table the query joins anyway."""
     sql, params = item
     return bool(params) or not _COLUMN_REF.fullmatch(sql)
-
-
-def _pairs(join_field: Any) -> Iterable[tuple[Any, Any]]:
-    """(field on the parent alias, field on the joined alias) for a join, any Django version."""
-    try:
-        if hasattr(join_field, "get_joining_fields"):
-            return join_field.get_joining_fields()
-        if isinstance(join_field, ForeignObjectRel):
-            return join_field.field.reverse_related_fields
-        return join_field.related_fields
-    except (AttributeError, FieldError, ValueError):
-        return ()
-
-
-def _links(join_field: Any) -> list[tuple[str, str, bool]]:
-    """(parent column, joined column, is text) of a join's exactly-comparable pairs, cached."""
-    hit = _join_links.get(id(join_field))
-    if hit is None or hit[0] is not join_field:
-        links = []
-        for left, right in _pairs(join_field):
-            kind = field_info(left)[1]
-            if kind is not None and kind is field_info(right)[1]:
-                links.append((left.column, right.column, kind is str))
-        hit = _join_links[id(join_field)] = (join_field, links)
-    return hit[1]
 
 
 def _check(node: object) -> None:
@@ -163,91 +134,6 @@ def _check(node: object) -> None:
             verdict = f"{cls.__name__} given its own SQL template or function"
     if verdict is not None:
         raise UncacheableQuery(verdict)
-
-
-class _Scope:
-    """One query's aliases: alias -> [table, parent alias, join field, nullable]."""
-
-    __slots__ = ("aliases", "base", "joins", "query", "virtual")
-
-    def __init__(self, query: Query) -> None:
-        self.query = query
-        self.aliases: dict[str, list[Any]] = {}
-        self.joins: list[tuple[str, Any]] = []  # every real Join, for reuse
-        self.virtual: dict[tuple[str, int], str] = {}
-        self.base: str | None = None
-        refcount = query.alias_refcount
-        for alias, join in query.alias_map.items():
-            if type(join) is not Join and type(join) is not BaseTable:
-                _check(join)
-            if join.parent_alias is not None:
-                self.joins.append((alias, join))
-            elif self.base is None:
-                self.base = alias
-            if refcount.get(alias) or alias == self.base:
-                self._add(alias, join)
-        if self.base is None:  # nothing set up yet: Django will use the model's table
-            self.base = query.get_meta().db_table
-            self.aliases[self.base] = [self.base, None, None, False]
-
-    def _add(self, alias: str, join: Any) -> None:
-        parent, nullable = join.parent_alias, False
-        if parent is not None:  # a join under an unreferenced join takes that one too
-            if parent not in self.aliases:
-                self._add(parent, self.query.alias_map[parent])
-            nullable = join.join_type == LOUTER or self.aliases[parent][3]
-        field = join.join_field if parent is not None else None
-        self.aliases[alias] = [join.table_name, parent, field, nullable]
-
-    def join(self, parent: str, info: Any) -> str:
-        """The alias Django's compiler uses for ``info`` (a PathInfo) from ``parent``."""
-        field, relation = info.join_field, info.filtered_relation
-        for alias, join in reversed(self.joins):
-            if (
-                join.parent_alias == parent
-                and join.join_field == field
-                and join.filtered_relation == relation
-            ):
-                if alias not in self.aliases:
-                    self._add(alias, join)
-                return alias
-        key = (parent, id(field))
-        alias = self.virtual.get(key)
-        if alias is None:
-            alias = self.virtual[key] = f"~{len(self.virtual)}"
-            self.aliases[alias] = [info.to_opts.db_table, parent, field, True]
-        return alias
-
-    def follow(self, alias: str, path: Iterable[Any]) -> str:
-        for info in path:
-            alias = self.join(alias, info)
-        return alias
-
-    def parents(self, alias: str, opts: Any) -> None:
-        for parent in opts.get_parent_list():
-            self.follow(alias, opts.get_path_to_parent(parent))
-
-    def resolve(self, names: list[str], opts: Any) -> tuple[list[Any], Any, Any, list[str]]:
-        try:
-            path, field, targets, rest = self.query.names_to_path(names, opts, True, False)
-        except (FieldError, ValueError) as exc:
-            raise UncacheableQuery(f"cannot resolve {'__'.join(names)!r}: {exc}") from exc
-        return path, field, targets, rest
-
-
-def _trim(path: list[Any], targets: Any) -> list[Any]:
-    """Django's ``Query.trim_joins``: a trailing direct join whose target is already local."""
-    path = list(path)
-    while path:
-        info = path[-1]
-        if not info.direct or info.filtered_relation:
-            break
-        current = {t.column for t in targets}
-        if not current <= {t.column for t in info.join_field.foreign_related_fields}:
-            break
-        targets = [a for a, b in info.join_field.related_fields if b.column in current]
-        path.pop()
-    return path
 
 
 class _Walker:
@@ -276,7 +162,7 @@ class _Walker:
                 raise UncacheableQuery("order_by('?') is random")
             self.walk((list(q.annotations.values()), q.order_by))
             return
-        scope = _Scope(q)
+        scope = Scope(q, _check)
         dnf = self.where(q.where)
         for _, join in scope.joins:
             if join.filtered_relation is not None:
@@ -289,13 +175,13 @@ class _Walker:
         self.compile_time_joins(scope)
         self.emit(scope, dnf)
 
-    def compile_time_joins(self, scope: _Scope) -> None:
+    def compile_time_joins(self, scope: Scope) -> None:
         q, base, opts = scope.query, scope.base, scope.query.get_meta()
         assert base is not None
         if q.default_cols:
             scope.parents(base, opts)
         related = q.select_related
-        for names in _related_paths(opts, q.max_depth) if related is True else _nested(related):
+        for names in related_paths(opts, q.max_depth) if related is True else nested_paths(related):
             alias = base
             for info in scope.resolve(names, opts)[0]:
                 alias = scope.join(alias, info)
@@ -303,13 +189,13 @@ class _Walker:
         for name in q.distinct_fields:
             if name not in q.annotations:
                 path, _, targets, _ = scope.resolve(name.split("__"), opts)
-                scope.follow(base, _trim(path, targets))
+                scope.follow(base, trim_path(path, targets))
         ordering = q.order_by or (opts.ordering if q.default_ordering else ())
         for item in ordering:
             self.order_item(scope, item, base, opts, set(), top=True)
 
     def order_item(
-        self, scope: _Scope, item: Any, alias: str, opts: Any, seen: set[Any], top: bool
+        self, scope: Scope, item: Any, alias: str, opts: Any, seen: set[Any], top: bool
     ) -> None:
         annotations = scope.query.annotations
         if not isinstance(item, str):
@@ -318,7 +204,7 @@ class _Walker:
             for name in paths:
                 if not (top and name in annotations):
                     path, _, targets, _ = scope.resolve(name.split("__"), opts)
-                    scope.follow(alias, _trim(path, targets))
+                    scope.follow(alias, trim_path(path, targets))
             return
         if item == "?":
             raise UncacheableQuery("order_by('?') is random")
@@ -342,7 +228,7 @@ class _Walker:
             for sub in target_opts.ordering:
                 self.order_item(scope, sub, joined, target_opts, seen, top=False)
         else:
-            scope.follow(alias, _trim(path, targets))
+            scope.follow(alias, trim_path(path, targets))
 
     # -- WHERE as a DNF ------------------------------------------------------------------------
     def where(self, node: Any) -> list[Disjunct]:
@@ -435,7 +321,7 @@ class _Walker:
             self.walk(getattr(node, "query_object", None))
 
     # -- per-alias conjunctions ----------------------------------------------------------------
-    def emit(self, scope: _Scope, dnf: list[Disjunct]) -> None:
+    def emit(self, scope: Scope, dnf: list[Disjunct]) -> None:
         if not dnf:
             return  # always false: no row of these tables can change the result
         aliases = scope.aliases
@@ -447,7 +333,7 @@ class _Walker:
             return c
 
         for alias, (_, parent, join_field, _) in aliases.items():
-            for left, right, text in _links(join_field) if parent is not None else ():
+            for left, right, text in join_links(join_field) if parent is not None else ():
                 if self.text_exact or not text:
                     a, b = find((parent, left)), find((alias, right))
                     if a != b:
@@ -498,28 +384,6 @@ def _product(left: list[Disjunct], right: list[Disjunct]) -> list[Disjunct]:
             else:
                 out.append(merged)
     return out
-
-
-def _nested(spec: Any, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
-    for name, sub in (spec or {}).items():
-        yield [*prefix, *name.split("__")]
-        yield from _nested(sub, (*prefix, *name.split("__")))
-
-
-def _related_paths(
-    opts: Any, max_depth: int, depth: int = 1, prefix: tuple[str, ...] = ()
-) -> Iterator[list[str]]:
-    """``select_related()`` without names: non-null forward relations, ``max_depth`` deep."""
-    if depth > max_depth:
-        return
-    for field in opts.fields:
-        remote = field.remote_field
-        if remote is None or field.null or remote.parent_link:
-            continue
-        yield [*prefix, field.name]
-        yield from _related_paths(
-            field.related_model._meta, max_depth, depth + 1, (*prefix, field.name)
-        )
 
 
 def _text_exact(using: str | None) -> bool:
