@@ -192,7 +192,10 @@ class Store:
             first = not self._down
             self._down = True
             if not isinstance(exc, BackendSkipped):  # a refusal must not push the retry back
-                self._retry_at = time.monotonic() + RETRY_INTERVAL
+                # The first failure is tried again by the next call: a connection the server
+                # closed (a failover, a restart) usually works again at once, and meanwhile
+                # this process's invalidations would wait. Consecutive failures wait a slot.
+                self._retry_at = time.monotonic() + (0.0 if first else RETRY_INTERVAL)
         if missed:
             # Invalidations this process could not deliver: its own memory entries may be among
             # what they would have dropped (local_get).
