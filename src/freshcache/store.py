@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +40,10 @@ from freshcache.backends import get_backend
 from freshcache.backends.base import Backend
 from freshcache.conf import on_reset, settings
 from freshcache.dependencies import Deps
+from freshcache.dynamic import DynamicValues
 from freshcache.exceptions import BackendError, PayloadError, SerializationError
-from freshcache.local import local_gets, publish
+from freshcache.local import publish
+from freshcache.resilience import GEN_SEP, Resilience
 from freshcache.stamps import Conj, row_stamp_keys, scheme, stamp_key
 
 __all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
@@ -52,22 +53,11 @@ T = TypeVar("T")
 
 #: Stamps outlive the values that use them by this many seconds.
 STAMP_MARGIN = 60
-#: After a failure (with degrade), the backend is tried again after this many seconds.
-RETRY_INTERVAL = 1.0
 _SCHEME_SEP = b";"
-#: Separates a global epoch's token from the backend generation it was written under.
-_GEN_SEP = b"|"
-#: How many recently invalidated registries a process remembers, to delete them again on a new
-#: primary (the old one may have acknowledged the deletions without replicating them).
-JOURNAL_SIZE = 10_000
 
 
 def new_token() -> bytes:
     return os.urandom(9).hex().encode()
-
-
-class BackendSkipped(BackendError):
-    """Not even tried: the circuit breaker holds calls back until the next retry slot."""
 
 
 def lock_key(key: str) -> str:
@@ -159,7 +149,7 @@ class TableChange:
     whole_table: bool = False
 
 
-class Store:
+class Store(Resilience, DynamicValues):
     """The protocol on top of a backend, with degrade-on-failure handled in one place."""
 
     def __init__(self, backend: Callable[[], Backend] = get_backend) -> None:
@@ -174,63 +164,6 @@ class Store:
         # recently (delivered again when the generation changes).
         self._generation: bytes | None = None
         self._journal: OrderedDict[str, None] = OrderedDict()
-
-    @property
-    def backend(self) -> Backend:
-        """The backend; during an outage (with degrade) not even tried until the next retry
-        slot, so that requests do not each wait for a connection timeout."""
-        if self._down and time.monotonic() < self._retry_at and settings.DEGRADE_ON_FAILURE:
-            raise BackendSkipped("the backend is unavailable; the next try is due shortly")
-        return self._backend()
-
-    # -- failure handling -------------------------------------------------------------------------
-
-    def _failed(self, exc: BackendError, missed: Iterable[str] = ()) -> None:
-        """Record a failed call; re-raise unless degrading."""
-        with self._lock:
-            self._missed.update(missed)
-            first = not self._down
-            self._down = True
-            if not isinstance(exc, BackendSkipped):  # a refusal must not push the retry back
-                # The first failure is tried again by the next call: a connection the server
-                # closed (a failover, a restart) usually works again at once, and meanwhile
-                # this process's invalidations would wait. Consecutive failures wait a slot.
-                self._retry_at = time.monotonic() + (0.0 if first else RETRY_INTERVAL)
-        if missed:
-            # Invalidations this process could not deliver: its own memory entries may be among
-            # what they would have dropped (local_get).
-            local_gets.clear()
-        if not settings.DEGRADE_ON_FAILURE:
-            raise exc
-        if first:
-            logger.warning("freshcache backend unavailable, reading from the database: %s", exc)
-
-    def healthy(self) -> bool:
-        """No outage known and no invalidation owed."""
-        return not self._down and not self._missed
-
-    def _recover(self) -> bool:
-        """Deliver remembered invalidations; True when cached values may be served again."""
-        if not self._missed and not self._down:
-            return True
-        with self._lock:
-            missed = list(self._missed)
-        try:
-            if missed:
-                self.backend.delete_many(missed)
-                publish(self.backend, missed)
-            else:
-                self.backend.ping()
-        except BackendError as exc:
-            self._failed(exc)
-            return False
-        with self._lock:
-            self._missed.difference_update(missed)
-            recovered = not self._missed
-            if recovered and self._down:
-                self._down = False
-                logger.warning("freshcache backend answers again; cached reads resume")
-        return recovered
 
     # -- read path --------------------------------------------------------------------------------
 
@@ -278,7 +211,7 @@ class Store:
             # An epoch of another generation is replaced; a missing one is created only once.
             epoch = new_token()
             if self._generation is not None:
-                epoch += _GEN_SEP + self._generation
+                epoch += GEN_SEP + self._generation
             (overwrite if probe.stale_global else nx)[plan.keys[0]] = epoch
         for i, registry in enumerate(plan.registries):
             raw = probe.current[1 + i]
@@ -399,119 +332,6 @@ class Store:
         except BackendError as exc:
             self._failed(exc)
 
-    # -- values with dependencies known only after computing ---------------------------------
-
-    def lookup_dynamic(self, key: str) -> tuple[bytes, list[str], list[bytes]] | None:
-        """A value stored with its own list of keys: two round trips (value, then its stamps).
-
-        Returns the data with the keys and tokens it was validated against (an enclosing
-        capture depends on them too), or None.
-        """
-        if (self._missed or self._down) and not self._recover():
-            return None
-        try:
-            (raw,) = self.backend.get_many((key,))
-            if raw is None:
-                return None
-            keys, tokens, data = msgpack.unpackb(raw, use_list=True)
-            screened = self._screen(self.backend.get_many(keys) if keys else [])
-        except BackendError as exc:
-            self._failed(exc)
-            return None
-        except Exception:
-            logger.warning("freshcache: undecodable payload at %s treated as a miss", key)
-            return None
-        if screened is None:
-            return None
-        current = screened[0]
-        if len(current) != len(tokens) or not keys:
-            return None
-        for value, token in zip(current, tokens, strict=True):
-            if value is None:
-                return None
-            if value.startswith(b"@"):  # a registry: its epoch is the token
-                value = value.split(_SCHEME_SEP, 1)[0]
-            if value != token:
-                return None
-        return data, keys, tokens
-
-    def save_dynamic(
-        self, key: str, keys: Sequence[str], tokens: Sequence[bytes], data: bytes, ttl: int
-    ) -> bool:
-        payload = msgpack.packb([list(keys), list(tokens), data], use_bin_type=True)
-        if len(payload) > settings.MAX_VALUE_SIZE:
-            logger.debug("freshcache: %s not cached, %d bytes is over the limit", key, len(payload))
-            return False
-        try:
-            self.backend.set_many({key: payload}, ttl, touch=keys)
-        except BackendError as exc:
-            self._failed(exc)
-            return False
-        return True
-
-    def lookup_dynamic_many(
-        self, keys: Sequence[str], also: Sequence[str] = ()
-    ) -> list[tuple[bytes, list[str], list[bytes], frozenset[str]] | None]:
-        """Values stored by :meth:`save_dynamic`: ``(data, keys, tokens, stale)`` or None each.
-
-        ``stale`` names the stamp keys that changed or are gone since the value was stored: the
-        value is valid iff it is empty (a stale one is returned for callers that may serve it
-        for a bounded time). One round trip reads the values together with ``also``, the stamp
-        keys the caller expects them to carry (remembered from an earlier read); a second one
-        reads only the stamp keys that were not among them.
-        """
-        found: list[tuple[bytes, list[str], list[bytes], frozenset[str]] | None] = [None] * len(
-            keys
-        )
-        if not keys or ((self._missed or self._down) and not self._recover()):
-            return found
-        wanted = set(keys)
-        extra = [k for k in dict.fromkeys(also) if k not in wanted]
-        try:
-            values = self.backend.get_many([*keys, *extra])
-            screened = self._screen(values[len(keys) :])
-        except BackendError as exc:
-            self._failed(exc)
-            return found
-        if screened is None:
-            return found
-        current = dict(zip(extra, screened[0], strict=True))
-        stored: list[tuple[list[str], list[bytes], bytes] | None] = []
-        for key, raw in zip(keys, values[: len(keys)], strict=True):
-            item = None
-            if raw is not None:
-                try:
-                    item = msgpack.unpackb(raw, use_list=True)
-                    if len(item) != 3 or len(item[0]) != len(item[1]) or not item[0]:
-                        item = None
-                except Exception:
-                    logger.warning("freshcache: undecodable payload at %s treated as a miss", key)
-                    item = None
-            stored.append(item)
-        missing = list(dict.fromkeys(k for s in stored if s for k in s[0] if k not in current))
-        if missing:
-            try:
-                screened = self._screen(self.backend.get_many(missing))
-            except BackendError as exc:
-                self._failed(exc)
-                return found
-            if screened is None:
-                return found
-            current.update(zip(missing, screened[0], strict=True))
-        for i, item in enumerate(stored):
-            if item is None:
-                continue
-            stamp_keys, tokens, data = item
-            stale = set()
-            for key, token in zip(stamp_keys, tokens, strict=True):
-                value = current[key]
-                if value is not None and value.startswith(b"@"):  # a registry: its epoch
-                    value = value.split(_SCHEME_SEP, 1)[0]
-                if value != token:
-                    stale.add(key)
-            found[i] = (data, stamp_keys, tokens, frozenset(stale))
-        return found
-
     def try_lock(self, key: str, timeout: float) -> bytes | None:
         """Take the dog-pile lock of ``key`` without waiting: the token to release, or None
         when another caller holds it (or the backend failed)."""
@@ -620,54 +440,6 @@ class Store:
         except BackendError as exc:
             self._failed(exc, missed=[key])
 
-    # -- a new primary (failover, restart) may lack deletions the old one acknowledged ---------
-
-    def _screen(
-        self, values: Sequence[bytes | None], global_first: bool = False
-    ) -> tuple[list[bytes | None], bool] | None:
-        """``values`` just read, as far as they may be trusted, and whether a global epoch of
-        another generation was among them (it reads as missing, and is overwritten).
-
-        None when the backend's generation changed since this process last looked: the read
-        may come from a server that lacks recent deletions, so it is not used, and the keys
-        this process invalidated lately are deleted again at once (or, if that fails, before
-        anything is served). ``global_first``: ``values[0]`` is a plan's global epoch.
-        """
-        generation = self.backend.generation()
-        if generation != self._generation:
-            changed = self._generation is not None
-            self._generation = generation
-            if changed:
-                logger.warning("freshcache: the backend's primary changed; cached values dropped")
-                with self._lock:
-                    self._missed.update(self._journal)
-                local_gets.clear()
-                self._recover()
-                return None
-        screened = list(values)
-        if generation is None:
-            return screened, False
-        stale = False
-        for i, value in enumerate(screened):
-            if value is None or value.startswith(b"@"):
-                continue  # missing, or a registry
-            if _GEN_SEP in value:
-                foreign = value.rsplit(_GEN_SEP, 1)[1] != generation
-            else:
-                foreign = global_first and i == 0  # written before generations were tracked
-            if foreign:
-                screened[i] = None
-                stale = True
-        return screened, stale
-
-    def _journal_add(self, keys: Iterable[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._journal[key] = None
-                self._journal.move_to_end(key)
-            while len(self._journal) > JOURNAL_SIZE:
-                self._journal.popitem(last=False)
-
     # -- helpers ----------------------------------------------------------------------------------
 
     def _row_keys(
@@ -716,11 +488,6 @@ class Store:
             parsed = parse_registry(current[1 + i])
             if parsed is not None:
                 self._schemes[registry] = parsed[1]
-
-    def remember(self, keys: Iterable[str]) -> None:
-        """Keys to delete before the next cached read (writes made while caching was off)."""
-        with self._lock:
-            self._missed.update(keys)
 
     def forget(self) -> None:
         """Drop process-local knowledge of schemes and of an outage (settings changed).
