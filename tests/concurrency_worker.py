@@ -100,6 +100,6 @@ def reader(
             began = time.monotonic()
             reads.append((name, began, Person.objects.get(name=name).score))
         # other shapes too, so the cache holds lists that writes must invalidate
-        list(Person.objects.filter(team__name="red").values_list("name", "score"))
+        list(Person.objects.filter(team__name="red").order_by("id").values_list("name", "score"))
         Person.objects.filter(score__gte=1).count()
     out.put(("reader", me, reads, []))
