@@ -13,6 +13,7 @@ naming both classes. Key values are normalised: an instance and its id give the 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -140,7 +141,7 @@ def cache_classes() -> list[type[ModelCache]]:
     return list(_classes.values())
 
 
-class ModelCache:
+class ModelCache(abc.ABC):
     """What ``InstanceCache`` and ``QuerysetCache`` share: a class keyed on model fields.
 
     Set ``model`` and ``key_fields``; optionally ``timeout`` (seconds; default: the model's
@@ -272,8 +273,9 @@ class ModelCache:
         """The model's default manager on the database this cache reads."""
         return self.model._default_manager.using(self.db)
 
-    def compute(self) -> Any:  # pragma: no cover - each kind defines it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def compute(self) -> Any:
+        """Run the fallback: each kind (instance, queryset) defines it."""
 
     def finish(self, value: Any) -> Any:
         """The value a caller receives for what was stored (absence raises ``DoesNotExist``)."""

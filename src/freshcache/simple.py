@@ -8,6 +8,7 @@ pickled and signed like every other freshcache value.
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import inspect
@@ -39,17 +40,20 @@ class CacheMiss(Exception):
     """Raised by ``get`` when the key holds nothing (usable: ``None`` is a valid value)."""
 
 
-class BaseCache:
+class BaseCache(abc.ABC):
     """``get``/``set``/``delete`` plus the ``cached`` and ``cached_view`` decorators."""
 
+    @abc.abstractmethod
     def get(self, key: str) -> Any:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The value stored under ``key``; ``CacheMiss`` when there is none."""
 
+    @abc.abstractmethod
     def set(self, key: str, value: Any, timeout: int | None = None) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Store ``value`` for ``timeout`` seconds (one hour when None)."""
 
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Forget ``key``."""
 
     def cached(
         self,
