@@ -67,14 +67,18 @@ stress: venv ## long freshness suites (STRESS_STEPS per configuration), writes d
 	@scripts/stress.sh
 
 # Knobs for bench (see docs/benchmarks.md): QUICK=1 (a ~2-minute smoke run), LONG=1 (adds the
-# 10x longer Redis-memory run), LIBS=freshcache,cacheops (a subset), BENCH_ARGS (more run.py flags).
+# 10x longer Redis-memory run), LIBS=freshcache,cacheops (a subset), BENCH_ARGS (more run.py flags),
+# BACKEND=cluster (freshcache on the Redis Cluster vs one Redis vs no cache: the page's
+# "freshcache on Redis Cluster" section; the default, BACKEND=redis, leaves the cluster out).
 QUICK ?=
 LONG ?=
 LIBS ?=
+BACKEND ?=
 BENCH_ARGS ?=
-bench: ## freshcache vs no cache, cacheops, cachalot -> docs/benchmarks.md (QUICK=1, LONG=1)
+bench: ## freshcache vs no cache, cacheops, cachalot -> docs/benchmarks.md (QUICK=1, LONG=1, BACKEND=cluster)
 	@benchmarks/bench.sh $(if $(filter 1 yes true,$(QUICK)),--quick) \
-		$(if $(filter 1 yes true,$(LONG)),--long) $(if $(LIBS),--libs $(LIBS)) $(BENCH_ARGS)
+		$(if $(filter 1 yes true,$(LONG)),--long) $(if $(BACKEND),--backend $(BACKEND)) \
+		$(if $(LIBS),--libs $(LIBS)) $(BENCH_ARGS)
 
 docs: ## build the documentation into site/ (if mkdocs.yml exists)
 	@if [ -f mkdocs.yml ]; then \

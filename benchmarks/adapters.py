@@ -146,6 +146,7 @@ _ADAPTERS: dict[str, type[Adapter]] = {
     "cachalot": Cachalot,
     "freshcache": Freshcache,
     "freshcache-locmem": Freshcache,
+    "freshcache-cluster": Freshcache,
 }
 
 

@@ -2,10 +2,13 @@
 # `make bench`: private PostgreSQL + Redis, the driver's venv, then benchmarks/run.py.
 #
 #     benchmarks/bench.sh [run.py arguments]        # e.g. --quick, --long, --libs none,freshcache
+#     benchmarks/bench.sh --backend cluster [--quick] # freshcache on the Redis Cluster
 #
-# The servers are the test suite's (scripts/services.sh): loopback only, stopped on exit.
-# When FRESHCACHE_TEST_PG_HOST and FRESHCACHE_TEST_REDIS_URL are already set (e.g. inside
-# `make services-shell`) those servers are used instead and left running.
+# The servers are the test suite's (scripts/services.sh: PostgreSQL, a Redis, a 3-primary
+# Redis Cluster, Sentinel): loopback only, stopped on exit. When FRESHCACHE_TEST_PG_HOST and
+# FRESHCACHE_TEST_REDIS_URL (and, with --backend cluster, FRESHCACHE_TEST_CLUSTER_URL) are
+# already set (e.g. inside `make services-shell`) those servers are used instead and left
+# running.
 #
 # .venv-bench holds freshcache from this repo (editable), Django 5.2, psycopg, hiredis and
 # matplotlib; it is the driver's venv and the one the "no cache" and freshcache runs use.
@@ -53,8 +56,17 @@ if [[ ! -f "$venv/.bench-stamp" || "$(cat "$venv/.bench-stamp")" != "$stamp" ]] 
 fi
 
 # --- servers -------------------------------------------------------------------------------
-if [[ -n "${FRESHCACHE_TEST_PG_HOST:-}" && -n "${FRESHCACHE_TEST_REDIS_URL:-}" ]]; then
-    log "bench: using the servers named by FRESHCACHE_TEST_PG_* and FRESHCACHE_TEST_REDIS_URL"
+need_cluster=""
+prev=""
+for arg in "$@"; do
+    [[ "$arg" == --backend=cluster || ("$prev" == --backend && "$arg" == cluster) ]] &&
+        need_cluster=1
+    prev="$arg"
+done
+if [[ -n "${FRESHCACHE_TEST_PG_HOST:-}" && -n "${FRESHCACHE_TEST_REDIS_URL:-}" &&
+    (-z "$need_cluster" || -n "${FRESHCACHE_TEST_CLUSTER_URL:-}") ]]; then
+    log "bench: using the servers named by FRESHCACHE_TEST_PG_*, FRESHCACHE_TEST_REDIS_URL" \
+        "${need_cluster:+and FRESHCACHE_TEST_CLUSTER_URL}"
 else
     trap services_stop EXIT
     trap 'exit 130' INT

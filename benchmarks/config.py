@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BACKENDS",
     "HIT_OPS",
     "LIBRARIES",
     "MICRO_OPS",
@@ -66,10 +67,21 @@ class Library:
     redis_db: int | None = None
     #: False for in-process caches: several processes would each have their own cache.
     shared: bool = True
+    #: True for a library on the Redis Cluster (``FRESHCACHE_TEST_CLUSTER_URL``) rather than a
+    #: database number of the single Redis: it has no ``redis_db`` (a cluster has db 0 only),
+    #: runs only with ``--backend cluster`` and owns the whole cluster while it runs.
+    cluster: bool = False
 
     @property
     def uses_redis(self) -> bool:
-        return self.redis_db is not None
+        return self.redis_db is not None or self.cluster
+
+    @property
+    def redis_label(self) -> str | None:
+        """Where its cache lives, for the results: ``db 3``, ``cluster`` or None (no Redis)."""
+        if self.cluster:
+            return "cluster"
+        return None if self.redis_db is None else f"db {self.redis_db}"
 
 
 _COMMON = ("psycopg[binary]>=3.1", "hiredis>=2.0")
@@ -110,7 +122,23 @@ LIBRARIES: tuple[Library, ...] = (
         "django-freshcache",
         shared=False,
     ),
+    Library(
+        "freshcache-cluster",
+        "freshcache (Redis Cluster)",
+        ".venv-bench",
+        "benchmarks.settings.freshcache_cluster",
+        "django-freshcache",
+        cluster=True,
+    ),
 )
+
+#: The libraries each ``--backend`` (``make bench BACKEND=...``) runs when ``--libs`` is not
+#: given. The default run leaves the cluster out; the cluster run compares freshcache on the
+#: cluster with the same freshcache on one Redis server and with no cache, in one run.
+BACKENDS: dict[str, tuple[str, ...]] = {
+    "redis": tuple(lib.id for lib in LIBRARIES if not lib.cluster),
+    "cluster": ("none", "freshcache", "freshcache-cluster"),
+}
 
 
 @dataclass
@@ -141,11 +169,23 @@ class Config:
     invalidate_keys: int = 10_000
     invalidate_repeats: int = 2
     mixed: MixedConfig = field(default_factory=MixedConfig)
+    #: ``redis`` (one server, a database number per library) or ``cluster`` (see BACKENDS).
+    backend: str = "redis"
+    #: The micro operations this run times, in order (a subset of MICRO_OPS).
+    micro_ops: list[str] = field(default_factory=lambda: list(MICRO_OPS))
 
     @classmethod
-    def make(cls, *, quick: bool = False, long: bool = False) -> Config:
+    def make(cls, *, quick: bool = False, long: bool = False, backend: str = "redis") -> Config:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if backend == "cluster":
+            return cls._cluster(quick=quick, long=long)
         if not quick:
             return cls(mixed=MixedConfig(long=long))
+        return cls._quick(long=long)
+
+    @classmethod
+    def _quick(cls, *, long: bool, **overrides: Any) -> Config:
         return cls(
             quick=True,
             iterations=200,
@@ -161,6 +201,24 @@ class Config:
                 memory_cell=(4, 0.01),
                 long=long,
             ),
+            **overrides,
+        )
+
+    @classmethod
+    def _cluster(cls, *, quick: bool, long: bool) -> Config:
+        """The cluster run: every mixed cell, shorter, and the micro operations that depend on
+        the backend (the cache key alone does not), with fewer runs: under ten minutes."""
+        ops = [op for op in MICRO_OPS if op != "cache_key"]
+        if quick:
+            return cls._quick(long=long, backend="cluster", micro_ops=ops)
+        return cls(
+            iterations=1000,
+            rounds=4,
+            invalidate_keys=5000,
+            invalidate_repeats=1,
+            mixed=MixedConfig(duration=6.0, warmup=1.5, long=long),
+            backend="cluster",
+            micro_ops=ops,
         )
 
     def to_json(self) -> str:

@@ -7,7 +7,9 @@ reached the database is reported as such rather than as a fast hit.
 
 The floor replays, with a raw redis-py client, the ``GET``/``MGET`` keys the library read on a
 hit, as one ``MGET``, and decodes the payloads the way the library does (msgpack for freshcache,
-pickle for the peers), without building model instances.
+pickle for the peers), without building model instances. On a Redis Cluster, where one ``MGET``
+cannot span slots, the floor is what freshcache's cluster engine sends: one non-transactional
+cluster pipeline of single-key ``GET``s (one request per primary involved), or one ``GET``.
 """
 
 from __future__ import annotations
@@ -162,22 +164,31 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
 
 @contextmanager
 def capture_reads() -> Iterator[list[str]]:
-    """Record the keys of every GET/MGET any redis-py client sends meanwhile."""
+    """Record the keys of every GET/MGET any redis-py client sends meanwhile, cluster clients
+    and their pipelines included (a cluster pipeline queues its commands through its own
+    ``execute_command``)."""
     import redis
+    from redis.cluster import ClusterPipeline, RedisCluster
 
     keys: list[str] = []
-    original = redis.Redis.execute_command
+    classes: list[Any] = [redis.Redis, RedisCluster, ClusterPipeline]
+    originals = [cls.__dict__["execute_command"] for cls in classes]
 
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if args and str(args[0]).upper() in {"GET", "MGET"}:
-            keys.extend(str(k if not isinstance(k, bytes) else k.decode()) for k in args[1:])
-        return original(self, *args, **kwargs)
+    def spy_on(original: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if args and str(args[0]).upper() in {"GET", "MGET"}:
+                keys.extend(str(k if not isinstance(k, bytes) else k.decode()) for k in args[1:])
+            return original(self, *args, **kwargs)
 
-    redis.Redis.execute_command = spy  # type: ignore[method-assign]
+        return spy
+
+    for cls, original in zip(classes, originals, strict=True):
+        cls.execute_command = spy_on(original)
     try:
         yield keys
     finally:
-        redis.Redis.execute_command = original  # type: ignore[method-assign]
+        for cls, original in zip(classes, originals, strict=True):
+            cls.execute_command = original
 
 
 def time_op(op: Op, start: int, iterations: int, warmup: int) -> list[int]:
@@ -209,14 +220,18 @@ class Micro:
     rotation over hot keys goes on from batch to batch.
     """
 
-    def __init__(self, config: Config, adapter: Adapter, redis_url: str | None) -> None:
+    def __init__(
+        self, config: Config, adapter: Adapter, redis_url: str | None, cluster: bool = False
+    ) -> None:
         self.config = config
         self.adapter = adapter
         self.redis_url = redis_url
+        self.cluster = cluster
         self.keys = Keys.make(config)
         self.ops = {op.name: op for op in operations(config, self.keys, adapter)}
         self.done: dict[str, int] = {}
         self.floors: dict[str, Op | None] = {}
+        self.floor_nodes: dict[str, float] = {}
 
     def available(self, name: str) -> bool:
         return name not in CACHE_ONLY or self.adapter.caches
@@ -258,22 +273,56 @@ class Micro:
         start = self.done.get("floor:" + name, 0)
         samples = time_op(floor, start, iterations, warmup)
         self.done["floor:" + name] = start + iterations + warmup
-        return {"samples": samples, "keys": floor.floor_keys}
+        out: dict[str, Any] = {"samples": samples, "keys": floor.floor_keys}
+        if self.cluster:
+            out["nodes"] = self.floor_nodes[name]
+        return out
 
     def _floor_op(self, op: Op) -> Op | None:
         import redis
 
         variants: list[list[str]] = []
         for i in range(HOT):
+            # Run it once uncaptured first: an earlier operation (invalidate_model) may have
+            # left it a miss, and the reads of a miss (the refill's, on a cluster) are no hit's.
+            op.run(op.prepare(i))
             with capture_reads() as keys:
                 op.run(op.prepare(i))
             variants.append(keys)
         if not all(variants):
             return None
-        client = redis.Redis.from_url(self.redis_url)  # type: ignore[arg-type]
         decode = self.adapter.decode_floor
+        assert self.redis_url is not None
+        if self.cluster:
+            return self._cluster_floor_op(op.name, variants)
+        client = redis.Redis.from_url(self.redis_url)
 
         def run(i: int) -> object:
             return decode(client.mget(variants[i % HOT]))  # type: ignore[arg-type]
 
         return Op(op.name, run, floor_keys=len(variants[0]))
+
+    def _cluster_floor_op(self, name: str, variants: list[list[str]]) -> Op:
+        from redis.cluster import RedisCluster
+
+        assert self.redis_url is not None
+        client = RedisCluster.from_url(self.redis_url)
+        decode = self.adapter.decode_floor
+        manager = client.nodes_manager
+
+        def node_count(keys: list[str]) -> int:
+            return len({manager.get_node_from_slot(client.keyslot(k)).name for k in keys})
+
+        # How many primaries one hit's keys live on, on average over the rotation.
+        self.floor_nodes[name] = sum(map(node_count, variants)) / len(variants)
+
+        def run(i: int) -> object:
+            keys = variants[i % HOT]
+            if len(keys) == 1:
+                return decode([client.get(keys[0])])  # type: ignore[list-item]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            return decode(pipe.execute())
+
+        return Op(name, run, floor_keys=len(variants[0]))

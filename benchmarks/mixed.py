@@ -3,8 +3,10 @@
 A read is ``Item.objects.get(pk=...)`` (40%), ``get(slug=...)`` (40%) or the sum of the
 ``version`` column over the item's category, ``filter(category_id=...).aggregate(Sum(...))``
 (20%). A write loads the item through the ORM, sets its ``version`` and calls ``save()``. Every
-cell starts with the library's Redis database empty (in-process caches start empty because
-every cell starts new processes).
+cell starts with the library's Redis database empty, or every primary of the Redis Cluster
+(in-process caches start empty because every cell starts new processes). Memory and keys are
+summed over the cluster's primaries, and each primary's keys and commands processed during the
+cell are kept too (the key distribution).
 
 Stale reads. Writers take a per-item lock and draw ``version`` from a global counter, so an
 item's version, and therefore its category's sum, only grows, in commit order. Once ``save()``
@@ -35,6 +37,7 @@ import traceback
 from array import array
 from typing import Any
 
+from benchmarks.servers import NodeStats, RedisTarget
 from benchmarks.stats import summarize
 
 __all__ = ["run_cell"]
@@ -227,21 +230,20 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
 
 
 class MemorySampler(threading.Thread):
-    """Polls ``used_memory`` and the library database's key count while a cell runs."""
+    """Polls ``used_memory`` and the library database's key count while a cell runs (both
+    summed over the primaries on a cluster)."""
 
-    def __init__(self, url: str, interval: float = 0.5) -> None:
+    def __init__(self, target: RedisTarget, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
-        import redis
-
-        self.client = redis.Redis.from_url(url)
+        self.target = target
         self.interval = interval
         self.samples: list[tuple[float, int, int]] = []
         self._stop_event = threading.Event()
         self._t0 = time.monotonic()
 
     def snapshot(self) -> tuple[float, int, int]:
-        used = int(self.client.info("memory")["used_memory"])
-        return time.monotonic() - self._t0, used, int(self.client.dbsize())
+        used, keys = self.target.used_memory_and_keys()
+        return time.monotonic() - self._t0, used, keys
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -261,15 +263,15 @@ def run_cell(
     write_ratio: float,
     duration: float,
     redis_url: str | None,
+    cluster: bool = False,
 ) -> dict[str, Any]:
-    import redis
-
     baseline = None
-    if redis_url is not None:
-        client = redis.Redis.from_url(redis_url)
-        client.flushdb()
-        baseline = int(client.info("memory")["used_memory"])
-        client.close()
+    target = RedisTarget(redis_url, cluster) if redis_url is not None else None
+    before: list[NodeStats] = []
+    if target is not None:
+        target.flush()
+        before = target.nodes()
+        baseline = sum(n.used_memory for n in before)
     spec = {**spec, "workers": workers, "write_ratio": write_ratio, "duration": duration}
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers + 1)
@@ -278,7 +280,7 @@ def run_cell(
     for proc in procs:
         proc.start()
     outputs: list[dict[str, Any]] = []
-    sampler = MemorySampler(redis_url) if redis_url is not None else None
+    sampler = MemorySampler(target) if target is not None else None
     try:
         barrier.wait(timeout=_START_TIMEOUT)
         if sampler is not None:
@@ -299,14 +301,30 @@ def run_cell(
     if errors:
         raise RuntimeError("a workload process failed:\n" + errors[0])
     memory = None
-    if sampler is not None:
+    if sampler is not None and target is not None:
         _, used, keys = sampler.stop()
+        after = {n.name: n for n in target.nodes()}
+        target.close()
         memory = {
             "baseline": baseline,
             "used_memory": used,
             "delta": used - (baseline or 0),
             "keys": keys,
             "samples": sampler.samples,
+            # Per primary (the server itself for a single Redis): its keys and memory after
+            # the cell, and the commands it processed during the cell (the sampler's own few
+            # INFO/DBSIZE included: about four a second).
+            "nodes": [
+                {
+                    "node": n.name,
+                    "keys": after[n.name].keys,
+                    "used_memory": after[n.name].used_memory,
+                    "delta": after[n.name].used_memory - n.used_memory,
+                    "commands": after[n.name].commands - n.commands,
+                }
+                for n in before
+                if n.name in after
+            ],
         }
     reads = [x for o in outputs for x in array("q", o["reads"])]
     writes = [x for o in outputs for x in array("q", o["writes"])]

@@ -1,5 +1,9 @@
 """Turn a run's results into ``docs/benchmarks.md`` and two plots in ``docs/img/``.
 
+A cluster run (``make bench BACKEND=cluster``) renders one section, "freshcache on Redis
+Cluster", between two HTML comments at the end of the same page: it replaces that section only,
+and a single-Redis run keeps it when it rewrites the rest of the page.
+
 Runs in the driver's venv: standard library and matplotlib only.
 """
 
@@ -12,12 +16,16 @@ from typing import Any
 
 from benchmarks.config import REPO_ROOT
 
-__all__ = ["markdown", "write"]
+__all__ = ["cluster_markdown", "markdown", "write"]
 
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 QUICK_DOC = REPO_ROOT / "benchmarks" / ".results" / "quick" / "benchmarks.md"
 LATENCY_PNG = "bench-latency.png"
 THROUGHPUT_PNG = "bench-throughput.png"
+CLUSTER_THROUGHPUT_PNG = "bench-cluster-throughput.png"
+#: The cluster section's bounds in the page; matched by their start only.
+CLUSTER_BEGIN = "<!-- cluster section begin:"
+CLUSTER_END = "<!-- cluster section end -->"
 
 HIT_OPS = [
     ("get_pk", "get(pk=)"),
@@ -40,6 +48,7 @@ OTHER_OPS = [
 ]
 FC = "freshcache"
 FC_LOCAL = "freshcache-locmem"
+FC_CLUSTER = "freshcache-cluster"
 PEERS = ("none", "cacheops", "cachalot")
 TIMES = "\u00d7"  # the multiplication sign, for ratios
 DASH = "\u2013"  # an en dash, for empty cells
@@ -119,6 +128,19 @@ class Run:
 
     def version(self, lib: str, key: str) -> str:
         return str(self.results.get(lib, {}).get("versions", {}).get(key) or "?")
+
+    def uses_redis(self, lib: str) -> bool:
+        """Whether the library caches in Redis: a database number, or the cluster, which has
+        none (runs recorded before the ``redis`` field: by id)."""
+        entry = next(x for x in self.libs if x["id"] == lib)
+        if "redis" in entry:
+            return entry["redis"] is not None
+        return lib not in ("none", FC_LOCAL)
+
+    def micro_ops(self, ops: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``ops`` less those this run did not time (runs before ``micro_ops``: all of them)."""
+        timed = self.raw["config"].get("micro_ops")
+        return [(name, label) for name, label in ops if timed is None or name in timed]
 
 
 def cell_text(entry: dict[str, Any] | None, cached: bool = True) -> str:
@@ -222,7 +244,7 @@ def section_ratios(r: Run) -> str:
 def section_other(r: Run) -> str:
     header = ["operation", *(r.labels[i] for i in r.ids)]
     rows = []
-    for name, label in OTHER_OPS:
+    for name, label in r.micro_ops(OTHER_OPS):
         if name == "invalidate_model":
             keys = next((e["keys"] for i in r.ids if (e := r.op(i, name)) and e.get("keys")), None)
             label = f"invalidate_model, {keys:,} keys cached" if keys else label
@@ -380,7 +402,7 @@ def section_memory(r: Run) -> str:
     n, w = r.raw["config"]["mixed"]["memory_cell"]
     rows = []
     for i in r.ids:
-        if i in ("none", FC_LOCAL):
+        if not r.uses_redis(i):
             continue
         rows.append(_memory_row(r.labels[i], r.cell(i, n, w)))
         long = (r.results.get(i, {}).get("mixed") or {}).get("long")
@@ -618,6 +640,306 @@ def markdown(run: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+# -- the cluster section --------------------------------------------------------------------------
+
+CLUSTER_ONLY_PAGE = (
+    "# Benchmarks\n\n"
+    "Only the Redis Cluster section so far: `make bench` (with the same `QUICK`) writes the rest "
+    "of this page and keeps this section.\n"
+)
+
+
+def compare_table(
+    r: Run,
+    ops: Sequence[tuple[str, str]],
+    ours: str,
+    base: str,
+    floors: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Median / p99 per library, ``ours`` ÷ ``base`` (medians), then the floors of ``floors``
+    (library, column header) and the keys / primaries of ``ours``'s hits."""
+    floors = [(lib, label) for lib, label in floors if lib in r.ids]
+    header = ["operation", *(r.labels[i] for i in r.ids)]
+    header.append(f"{r.labels[ours]} ÷ {r.labels[base]}")
+    if floors:
+        header += [label for _, label in floors]
+        header.append("keys / primaries per hit")
+    rows = []
+    for name, label in ops:
+        if name == "invalidate_model":
+            keys = next((e["keys"] for i in r.ids if (e := r.op(i, name)) and e.get("keys")), None)
+            label = f"invalidate_model, {keys:,} keys cached" if keys else label
+        row = [label, *(cell_text(r.op(i, name), i != "none") for i in r.ids)]
+        row.append(ratio(r.median(ours, name), r.median(base, name)))
+        if floors:
+            row += [cell_text(r.floor(lib, name)) for lib, _ in floors]
+            f = r.floor(ours, name)
+            spread = f" / {f['nodes']:.1f}" if f and "nodes" in f else ""
+            row.append(f"{f['keys']}{spread}" if f else DASH)
+        rows.append(row)
+    return table(header, rows)
+
+
+def cluster_throughput(r: Run, ours: str, base: str | None) -> str:
+    header = ["writes", "workers", *(r.labels[i] for i in r.ids)]
+    if base:
+        header.append(f"{r.labels[ours]} ÷ {r.labels[base]}")
+    rows = []
+    for n, w in _mixed_rows(r):
+        row = [f"{w:.0%}", str(n)]
+        for i in r.ids:
+            cell = r.cell(i, n, w)
+            row.append(f"{cell['throughput']:,.0f}" if cell else DASH)
+        if base:
+            a, b = r.cell(ours, n, w), r.cell(base, n, w)
+            row.append(ratio(a["throughput"], b["throughput"]) if a and b else "n/a")
+        rows.append(row)
+    return table(header, rows)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part:,} ({100 * part / whole:.0f}%)" if whole else f"{part:,}"
+
+
+def section_distribution(r: Run, lib: str) -> tuple[str, list[str]]:
+    """Keys on each primary after every mixed cell, and the commands each processed during it."""
+    cells = [c for n, w in _mixed_rows(r) if (c := r.cell(lib, n, w))]
+    long = (r.results.get(lib, {}).get("mixed") or {}).get("long")
+    if long:
+        cells.append(long)
+    cells = [c for c in cells if (c.get("memory") or {}).get("nodes")]
+    if not cells:
+        return "Not measured in this run.", []
+    count = max(len(c["memory"]["nodes"]) for c in cells)
+    names = [f"primary {k}" for k in range(1, count + 1)]
+    header = ["cell", *(f"keys: {n}" for n in names), "keys", *(f"commands: {n}" for n in names)]
+    rows = []
+    spread: list[float] = []
+    busiest: list[float] = []
+    for c in cells:
+        nodes = c["memory"]["nodes"]
+        keys = [n["keys"] for n in nodes]
+        commands = [n["commands"] for n in nodes]
+        total_keys, total_commands = sum(keys), sum(commands)
+        if total_keys:
+            spread.append(max(keys) / (total_keys / len(keys)))
+        if total_commands:
+            busiest.append(max(commands) / (total_commands / len(commands)))
+        pad = [DASH] * (count - len(nodes))
+        name = cell_name(r, c).replace("1 workers", "1 worker")
+        rows.append(
+            [
+                name,
+                *(_share(k, total_keys) for k in keys),
+                *pad,
+                f"{total_keys:,}",
+                *(_share(k, total_commands) for k in commands),
+                *pad,
+            ]
+        )
+    notes = []
+    if spread and busiest:
+        notes.append(
+            f"The fullest primary held {min(spread):.2f}{TIMES} to {max(spread):.2f}{TIMES} "
+            f"its even share of the keys, and the busiest processed {min(busiest):.2f}{TIMES} "
+            f"to {max(busiest):.2f}{TIMES} its even share of the commands, depending on the "
+            "cell."
+        )
+    return table(header, rows), notes
+
+
+def cluster_machine(r: Run, lib: str) -> str:
+    m = r.raw["machine"]
+    cluster = r.results.get(lib, {}).get("versions", {}).get("cluster") or {}
+    primaries = len(cluster.get("primaries", [])) or "?"
+    config = r.raw["config"]
+    mixed = config["mixed"]
+    rows = [
+        ("machine", f"{m['nproc']} cores, {m['cpu']}, {m['memory']} RAM, {m['os']}"),
+        (
+            "Python / Django / PostgreSQL",
+            " / ".join(r.version(lib, k) for k in ("python", "django", "postgresql")),
+        ),
+        (
+            "Redis Cluster",
+            f"{primaries} primaries + {cluster.get('replicas', '?')} replicas, Redis "
+            f"{cluster.get('version', '?')}, loopback; `read_from_replicas` off (the default)",
+        ),
+        ("Redis (freshcache (Redis) and the harness)", r.version(lib, "redis_server")),
+        (
+            "redis-py / hiredis / psycopg",
+            " / ".join(r.version(lib, k) for k in ("redis_py", "hiredis", "psycopg")),
+        ),
+        ("django-freshcache", f"{r.version(lib, 'library')} ({m['commit']})"),
+        (
+            "configuration",
+            f"{config['iterations']:,} timed runs per operation in {config['rounds']} rounds; "
+            f"mixed cells of {mixed['duration']:g} s ({mixed['warmup']:g} s warm-up)",
+        ),
+        ("command", f"`{r.raw['command']}`"),
+        ("date, duration", f"{m['date']}, {r.raw['seconds'] / 60:.1f} minutes"),
+    ]
+    return table(["", ""], [[k, v] for k, v in rows])
+
+
+def cluster_load_note(r: Run) -> str:
+    load = r.raw.get("load") or {}
+    cores = r.raw["machine"]["nproc"]
+    parts = [
+        f"{phase} {v['mean']:.1f} (max {v['max']:.1f})"
+        for phase in ("micro", "mixed")
+        if (v := load.get(phase))
+    ]
+    if not parts:
+        return ""
+    text = f"Load average (1 minute) during the run, on {cores} cores: " + ", ".join(parts) + "."
+    micro = load.get("micro")
+    if micro and micro["mean"] > 1.5:
+        text += (
+            " **Other processes were competing for the CPU during this run**: absolute "
+            "figures are inflated and noisy; compare the columns, which took turns."
+        )
+    return text
+
+
+def cluster_markdown(run: dict[str, Any]) -> str:
+    """The "freshcache on Redis Cluster" section, markers included."""
+    r = Run(run)
+    config = run["config"]
+    mixed = config["mixed"]
+    ours = next((i for i in r.ids if i == FC_CLUSTER), r.ids[-1])
+    base = FC if FC in r.ids else ("none" if "none" in r.ids else None)
+    stale_table, stale_details = section_stale(r)
+    distribution, distribution_notes = section_distribution(r, ours)
+    quick = (
+        "> This is a **quick smoke run** (`BACKEND=cluster QUICK=1`): few iterations, short "
+        "cells. Run `make bench BACKEND=cluster` for the figures to quote.\n"
+        if config["quick"]
+        else ""
+    )
+    hit_ops = r.micro_ops(HIT_OPS)
+    other_ops = r.micro_ops(OTHER_OPS)
+    n, w = mixed["memory_cell"]
+    parts = [
+        CLUSTER_BEGIN + " generated by `make bench BACKEND=cluster`; `make bench` keeps it -->",
+        "## freshcache on Redis Cluster",
+        "",
+        *([quick] if quick else []),
+        "freshcache's cluster engine (`FRESHCACHE_BACKEND = 'cluster'`, see "
+        "[Scaling out](scaling-out.md)) on a private Redis Cluster, against "
+        + " and ".join(r.labels[i] for i in r.ids if i != ours)
+        + ", in a run of its own: the same models, rows, queries and harness as above, the "
+        "libraries taking turns in the same way, with fewer timed runs and shorter cells. "
+        "Compare the columns of one table; the figures above come from another run. The "
+        "cluster library owns the whole cluster (a cluster has database 0 only): its worker "
+        "sends `FLUSHALL` to every primary when it starts and before every mixed cell, and "
+        "keys and memory are summed over the primaries (replicas not counted).",
+        "",
+        "```sh",
+        "make bench BACKEND=cluster           # this section, about 6 minutes on 2 cores",
+        "make bench BACKEND=cluster QUICK=1   # a smoke run (report: benchmarks/.results/quick/)",
+        "```",
+        "",
+        "The cluster is the test suite's (`scripts/services.sh`: three primaries with a replica "
+        "each, on loopback ports); raw results are kept in `benchmarks/.results/cluster/`. "
+        "`LIBS=freshcache-cluster` runs the cluster library alone.",
+        "",
+        "### Cluster run",
+        "",
+        cluster_machine(r, ours),
+        "",
+        cluster_load_note(r),
+        "",
+        "### Cache hits on the cluster",
+        "",
+        f"Median / p99 in microseconds over {config['iterations']:,} timed runs, as above. "
+        "The floors are each hit's own keys fetched with a raw redis-py client and decoded "
+        "(msgpack), without building model instances: on one Redis one `MGET`; on the cluster, "
+        "where one `MGET` cannot span slots, what freshcache's cluster engine sends, one "
+        "non-transactional cluster pipeline of single-key `GET`s (redis-py writes one request "
+        "to every primary involved before reading any reply). The last column is the keys one "
+        "hit reads and the primaries they live on, on average over the 100 keys or 10 "
+        "categories rotated.",
+        "",
+        compare_table(
+            r,
+            hit_ops,
+            ours,
+            base or ours,
+            [(FC, "floor, one Redis: MGET"), (ours, "floor, cluster: pipelined GETs")],
+        ),
+        "",
+        "### Misses, writes and invalidation on the cluster",
+        "",
+        "Median / p99 in microseconds, as above"
+        + (
+            f"; `invalidate_model` with {config['invalidate_keys']:,} queries cached, "
+            + (
+                "timed once"
+                if config["invalidate_repeats"] == 1
+                else f"{config['invalidate_repeats']} repetitions"
+            )
+            if any(name == "invalidate_model" for name, _ in other_ops)
+            else ""
+        )
+        + ". The cache key alone does not depend on the backend and is not timed here.",
+        "",
+        compare_table(r, other_ops, ours, base or ours),
+        "",
+        "### Mixed workload on the cluster",
+        "",
+        f"The workload described above: processes reading and writing Zipf-distributed items "
+        f"for {mixed['duration']:g} s per cell ({mixed['warmup']:g} s warm-up not counted); "
+        "throughput in operations per second.",
+        "",
+        cluster_throughput(r, ours, base),
+        "",
+        f"![Throughput against write ratio, Redis Cluster]({'img/' + CLUSTER_THROUGHPUT_PNG})",
+        "",
+        "Read median / p99 in microseconds, the share of reads that sent no query to the "
+        "database, and the median write (load + `save()`):",
+        "",
+        section_latency(r),
+        "",
+        f"Stale reads, checked as above ({mixed['check_rate']:.0%} of reads):",
+        "",
+        stale_table,
+        "",
+        *(f"- {d}" for d in stale_details),
+        *([""] if stale_details else []),
+        "### Keys and memory on the cluster",
+        "",
+        f"After the {n}-worker, {w:.0%}-write cell, as above; for the cluster, keys and "
+        "`used_memory` are summed over the primaries, less each primary's replication backlog "
+        "and replica output buffers (the backlog fills up with the replicated writes and "
+        "`FLUSHALL` does not empty it; the single Redis has no replica).",
+        "",
+        section_memory(r),
+        "",
+        *bounded_verdicts(r),
+        *([""] if bounded_verdicts(r) else []),
+        "### Key distribution over the primaries",
+        "",
+        "After each mixed cell of freshcache on the cluster: the keys on each primary "
+        "(`DBSIZE`), and the commands each primary processed during the cell (from "
+        "`total_commands_processed`; the harness's own sampling adds about four a second). "
+        "Primaries are numbered by address. Values and stamps spread evenly over the slots; "
+        "a table's registry and the global epoch are single keys that every cached read of "
+        "the table fetches along with its stamps, so the primaries holding them serve one more "
+        "`GET` per read each: with one busy table (here the items) that is where the commands "
+        "are uneven. Keys by kind and memory per key are in "
+        "[Scaling out](scaling-out.md#key-distribution-and-memory) "
+        "(`scripts/cluster_figures.py`).",
+        "",
+        distribution,
+        "",
+        *distribution_notes,
+        "",
+        CLUSTER_END,
+    ]
+    return "\n".join(parts)
+
+
 # -- plots ----------------------------------------------------------------------------------------
 
 
@@ -645,7 +967,7 @@ def plot_latency(r: Run, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_throughput(r: Run, path: Path) -> None:
+def plot_throughput(r: Run, path: Path, title: str = "Mixed workload throughput") -> None:
     import matplotlib.pyplot as plt
 
     mixed = r.raw["config"]["mixed"]
@@ -668,17 +990,30 @@ def plot_throughput(r: Run, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("operations per second")
     axes[0].legend(fontsize="small")
-    fig.suptitle("Mixed workload throughput")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def cluster_block(page: str) -> tuple[int, int] | None:
+    """The start and end offsets of the cluster section in ``page``, end marker included."""
+    begin = page.find(CLUSTER_BEGIN)
+    if begin < 0:
+        return None
+    end = page.find(CLUSTER_END, begin)
+    if end < 0:
+        raise SystemExit(f"the page has {CLUSTER_BEGIN!r} but no {CLUSTER_END!r}: fix it by hand")
+    return begin, end + len(CLUSTER_END)
 
 
 def write(run: dict[str, Any]) -> Path:
     """Write the page and its plots; return the page's path.
 
     A full run goes to ``docs/``; a quick run to ``benchmarks/.results/quick/``, so that a smoke
-    test never replaces the published figures.
+    test never replaces the published figures. A cluster run replaces only the cluster section
+    of that page (adding it at the end when there is none); any other run rewrites the page and
+    keeps the cluster section it had.
     """
     import matplotlib
 
@@ -687,7 +1022,23 @@ def write(run: dict[str, Any]) -> Path:
     img = doc.parent / "img"
     img.mkdir(parents=True, exist_ok=True)
     r = Run(run)
+    old = doc.read_text() if doc.exists() else ""
+    bounds = cluster_block(old)
+    if run.get("backend") == "cluster":
+        plot_throughput(
+            r, img / CLUSTER_THROUGHPUT_PNG, "Mixed workload throughput, Redis Cluster run"
+        )
+        section = cluster_markdown(run)
+        if bounds is not None:
+            page = old[: bounds[0]] + section + old[bounds[1] :]
+        else:
+            page = (old or CLUSTER_ONLY_PAGE).rstrip("\n") + "\n\n" + section + "\n"
+        doc.write_text(page)
+        return doc
     plot_latency(r, img / LATENCY_PNG)
     plot_throughput(r, img / THROUGHPUT_PNG)
-    doc.write_text(markdown(run))
+    page = markdown(run)
+    if bounds is not None:
+        page += "\n" + old[bounds[0] : bounds[1]] + "\n"
+    doc.write_text(page)
     return doc

@@ -1,11 +1,14 @@
 """The driver behind ``make bench``: one worker process per library, interleaved, then the report.
 
-    python -m benchmarks.run [--quick] [--long] [--libs none,cacheops,...] [--report-only]
+    python -m benchmarks.run [--quick] [--long] [--backend redis|cluster]
+                             [--libs none,cacheops,...] [--report-only]
 
-It expects the servers in ``FRESHCACHE_TEST_PG_*`` / ``FRESHCACHE_TEST_REDIS_URL`` (which
-``benchmarks/bench.sh`` starts, or reuses when already set). Each library runs in its own
-process (:mod:`benchmarks.worker`), from its own virtualenv (:mod:`benchmarks.venvs`), with its
-own PostgreSQL database and Redis database number. The workers live through the whole run and
+It expects the servers in ``FRESHCACHE_TEST_PG_*`` / ``FRESHCACHE_TEST_REDIS_URL`` (and
+``FRESHCACHE_TEST_CLUSTER_URL`` with ``--backend cluster``), which ``benchmarks/bench.sh``
+starts, or reuses when already set. Each library runs in its own process
+(:mod:`benchmarks.worker`), from its own virtualenv (:mod:`benchmarks.venvs`), with its own
+PostgreSQL database and Redis database number, or the whole Redis Cluster for a cluster
+library. The workers live through the whole run and
 take turns: every micro operation is timed in ``rounds`` batches, library after library, and
 every mixed-workload cell runs for each library before the next cell starts, so drift and
 whatever else the machine does weigh on all libraries alike.
@@ -13,6 +16,12 @@ whatever else the machine does weigh on all libraries alike.
 Raw results go to ``benchmarks/.results/``; the report to ``docs/benchmarks.md`` and
 ``docs/img/bench-*.png`` (:mod:`benchmarks.report`). A ``--quick`` run keeps both under
 ``benchmarks/.results/quick/`` so that a smoke test never replaces the published figures.
+
+``--backend cluster`` (``make bench BACKEND=cluster``) runs freshcache on the Redis Cluster
+next to freshcache on one Redis and no cache (:data:`benchmarks.config.BACKENDS`), with a
+shorter configuration; its raw results go to ``benchmarks/.results/cluster/`` (or
+``.results/quick/cluster/``) and its report is one section of the same page, "freshcache on
+Redis Cluster", which it replaces while keeping the rest of the page as it is.
 """
 
 from __future__ import annotations
@@ -30,9 +39,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from benchmarks.config import (
+    BACKENDS,
     HIT_OPS,
     LIBRARIES,
-    MICRO_OPS,
     REPO_ROOT,
     STATE_REDIS_DB,
     Config,
@@ -66,9 +75,9 @@ def redis_url(base: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-def server_env() -> dict[str, str]:
+def server_env(cluster: bool = False) -> dict[str, str]:
     try:
-        return {
+        env = {
             "BENCH_PG_HOST": os.environ["FRESHCACHE_TEST_PG_HOST"],
             "BENCH_PG_PORT": os.environ["FRESHCACHE_TEST_PG_PORT"],
             "BENCH_PG_USER": os.environ.get("FRESHCACHE_TEST_PG_USER", "postgres"),
@@ -77,6 +86,9 @@ def server_env() -> dict[str, str]:
                 os.environ["FRESHCACHE_TEST_REDIS_URL"], STATE_REDIS_DB
             ),
         }
+        if cluster and "FRESHCACHE_TEST_CLUSTER_URL" not in os.environ:
+            raise KeyError("FRESHCACHE_TEST_CLUSTER_URL")  # read by the cluster settings
+        return env
     except KeyError as exc:
         raise SystemExit(
             f"{exc.args[0]} is not set: run `make bench` (which starts the servers) "
@@ -127,7 +139,9 @@ class Worker:
             "PYTHONPATH": str(REPO_ROOT),
             "PYTHONUNBUFFERED": "1",
         }
-        if lib.redis_db is not None:
+        if lib.cluster:
+            lib_env["BENCH_REDIS_URL"] = os.environ["FRESHCACHE_TEST_CLUSTER_URL"]
+        elif lib.redis_db is not None:
             base = os.environ["FRESHCACHE_TEST_REDIS_URL"]
             lib_env["BENCH_REDIS_URL"] = redis_url(base, lib.redis_db)
         command = [str(python), "-m", "benchmarks.worker", "--lib", lib.id]
@@ -182,7 +196,7 @@ def fmt_us(value: float) -> str:
 
 def run_micro(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {w.lib.id: {"ops": {}, "floor": {}} for w in workers}
-    steps = [(op, False) for op in MICRO_OPS] + [
+    steps = [(op, False) for op in config.micro_ops] + [
         (op, True) for op in HIT_OPS if any(w.lib.uses_redis for w in workers)
     ]
     for n, (op, floor) in enumerate(steps, 1):
@@ -191,6 +205,7 @@ def run_micro(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]
         per_round = 1 if invalidate else math.ceil(config.iterations / rounds)
         samples: dict[str, list[int]] = {w.lib.id: [] for w in workers}
         keys: dict[str, int] = {}
+        nodes: dict[str, float] = {}
         absent: set[str] = set()
         for r in range(rounds):
             for w in turns(workers, r):
@@ -205,12 +220,16 @@ def run_micro(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]
                 samples[w.lib.id].extend(got["samples"])
                 if floor:
                     keys[w.lib.id] = got["keys"]
+                    if "nodes" in got:
+                        nodes[w.lib.id] = got["nodes"]
         figures = []
         for w in workers:
             lib = w.lib.id
             if floor:
                 if samples[lib]:
                     out[lib]["floor"][op] = {"summary": summarize(samples[lib]), "keys": keys[lib]}
+                    if lib in nodes:
+                        out[lib]["floor"][op]["nodes"] = nodes[lib]
                 continue
             entry: dict[str, Any] = {"summary": summarize(samples[lib]) if samples[lib] else None}
             entry.update(w.ask(cmd="check", op=op))
@@ -238,10 +257,15 @@ def run_mixed(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]
                 continue
             cell = w.ask(cmd="mixed", workers=n, write_ratio=ratio, duration=mixed.duration)
             out[w.lib.id]["cells"].append(cell)
+            per_node = ""
+            if w.lib.cluster and cell["memory"]:
+                keys = "/".join(str(node["keys"]) for node in cell["memory"]["nodes"])
+                per_node = f", keys per primary {keys}"
             log(
                 f"mixed {k}/{len(cells)} workers={n} writes={ratio:.0%} {w.lib.id}: "
                 f"{cell['throughput']:.0f} ops/s, read p50 {cell['read']['median_us']:.0f} us, "
                 f"hits {cell['hit_ratio'] or 0:.0%}, stale {cell['stale']}/{cell['checked']}"
+                + per_node
             )
     if mixed.long:
         n, ratio = mixed.memory_cell
@@ -262,6 +286,8 @@ def run_mixed(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]
 
 def command_line(args: argparse.Namespace) -> str:
     knobs = [f"{name}=1" for name, on in (("QUICK", args.quick), ("LONG", args.long)) if on]
+    if args.backend != "redis":
+        knobs.insert(0, f"BACKEND={args.backend}")
     if args.libs:
         knobs.append(f"LIBS={args.libs}")
     return " ".join(["make bench", *knobs])
@@ -272,32 +298,48 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run")
     parser.add_argument("--long", action="store_true", help="also the 10x longer memory run")
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default="redis",
+        help="redis: the libraries on one Redis server (the default); cluster: freshcache on "
+        f"the Redis Cluster, with {', '.join(BACKENDS['cluster'])} by default",
+    )
     parser.add_argument("--libs", default="", help=f"comma-separated subset of: {ids}")
     parser.add_argument("--upgrade", action="store_true", help="pip install --upgrade the peers")
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="rewrite the report from .results/run.json (.results/quick/ with --quick)",
+        help="rewrite the report from .results/run.json (.results/quick/ with --quick, "
+        "cluster/ under either with --backend cluster)",
     )
     args = parser.parse_args(argv)
 
     from benchmarks import report
     from benchmarks.venvs import ensure_venv
 
-    # A quick run keeps its raw results and its report apart from the full run's.
+    # A quick run keeps its raw results and its report apart from the full run's, and the
+    # cluster run its own apart from the single-Redis run's.
+    cluster = args.backend == "cluster"
     results = RESULTS / "quick" if args.quick else RESULTS
+    if cluster:
+        results = results / "cluster"
     results.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         page = report.write(json.loads((results / "run.json").read_text()))
         log(f"wrote {page.relative_to(REPO_ROOT)}")
         return 0
 
-    wanted = [x for x in args.libs.split(",") if x]
-    libs = [lib for lib in LIBRARIES if not wanted or lib.id in wanted]
-    if wanted and len(libs) != len(wanted):
+    wanted = [x for x in args.libs.split(",") if x] or list(BACKENDS[args.backend])
+    libs = [lib for lib in LIBRARIES if lib.id in wanted]
+    if len(libs) != len(wanted):
         raise SystemExit(f"unknown library in {wanted}; known: {ids}")
-    config = Config.make(quick=args.quick, long=args.long)
-    env = server_env()
+    if not cluster and any(lib.cluster for lib in libs):
+        raise SystemExit("a Redis Cluster library runs only with BACKEND=cluster (--backend)")
+    if cluster and not any(lib.cluster for lib in libs):
+        raise SystemExit("BACKEND=cluster needs a cluster library (freshcache-cluster) in LIBS")
+    config = Config.make(quick=args.quick, long=args.long, backend=args.backend)
+    env = server_env(cluster)
     load_before = os.getloadavg()
     about = machine()  # before the run: the commit measured is the one the workers import
     pythons = {lib.id: ensure_venv(lib, args.upgrade) for lib in libs}
@@ -345,8 +387,15 @@ def main(argv: list[str] | None = None) -> int:
                 for phase, v in _load.items()
             },
         },
+        "backend": args.backend,
         "libraries": [
-            {"id": lib.id, "label": lib.label, "shared": lib.shared, "dist": lib.dist}
+            {
+                "id": lib.id,
+                "label": lib.label,
+                "shared": lib.shared,
+                "dist": lib.dist,
+                "redis": lib.redis_label,
+            }
             for lib in libs
         ],
         "results": by_library,

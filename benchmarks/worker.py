@@ -3,12 +3,15 @@
     python -m benchmarks.worker --lib cacheops --config .results/config.json
 
 The driver (:mod:`benchmarks.run`) starts one per library, sets ``BENCH_PG_*``,
-``BENCH_DB_NAME``, ``BENCH_REDIS_URL`` and ``BENCH_STATE_REDIS_URL``, and then sends JSON
+``BENCH_DB_NAME``, ``BENCH_REDIS_URL`` (a cluster node URL for a cluster library) and
+``BENCH_STATE_REDIS_URL``, and then sends JSON
 commands on stdin, one per line (``micro``, ``check``, ``floor``, ``mixed``, ``quit``); each gets
 one JSON line back on stdout (``{"result": ...}`` or ``{"error": traceback}``). All workers live
 through the whole run and take turns, so that whatever else the machine does meanwhile weighs
 on every library alike. The PostgreSQL database ``BENCH_DB_NAME`` is dropped and created anew,
-so every library starts from the same rows.
+so every library starts from the same rows. The library's Redis is emptied at start, before
+every mixed cell and at exit: ``FLUSHDB`` of its database, or ``FLUSHALL`` on every primary of
+the cluster (:mod:`benchmarks.servers`).
 """
 
 from __future__ import annotations
@@ -85,14 +88,14 @@ def seed(config: Config) -> None:
         cursor.execute("ANALYZE")
 
 
-def flush_redis(url: str | None) -> None:
+def flush_redis(url: str | None, cluster: bool = False) -> None:
     if url is None:
         return
-    import redis
+    from benchmarks.servers import RedisTarget
 
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    target = RedisTarget(url, cluster)
+    target.flush()
+    target.close()
 
 
 def clear_state(url: str, namespace: str) -> None:
@@ -135,10 +138,18 @@ def versions(lib: Library) -> dict[str, Any]:
         client = redis.Redis.from_url(url)
         info["redis_server"] = client.info("server")["redis_version"]
         client.close()
+    if lib.cluster:
+        from benchmarks.servers import RedisTarget
+
+        target = RedisTarget(os.environ["BENCH_REDIS_URL"], cluster=True)
+        info["cluster"] = target.describe()
+        target.close()
     return info
 
 
-def handle(command: dict[str, Any], micro: Any, spec: dict[str, Any], redis_url: str | None) -> Any:
+def handle(
+    command: dict[str, Any], micro: Any, spec: dict[str, Any], redis_url: str | None, cluster: bool
+) -> Any:
     kind = command["cmd"]
     if kind == "micro":
         return {"samples": micro.batch(command["op"], command["iterations"], command["warmup"])}
@@ -153,7 +164,12 @@ def handle(command: dict[str, Any], micro: Any, spec: dict[str, Any], redis_url:
 
         connections.close_all()  # the workload's processes open their own
         return run_cell(
-            spec, command["workers"], command["write_ratio"], command["duration"], redis_url
+            spec,
+            command["workers"],
+            command["write_ratio"],
+            command["duration"],
+            redis_url,
+            cluster,
         )
     raise ValueError(f"unknown command {kind!r}")
 
@@ -182,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.micro import Micro
 
     seed(config)
-    flush_redis(redis_url)
+    flush_redis(redis_url, lib.cluster)
     clear_state(state_url, lib.id)
-    micro = Micro(config, adapter_for(lib.id), redis_url)
+    micro = Micro(config, adapter_for(lib.id), redis_url, cluster=lib.cluster)
     spec = {
         "namespace": lib.id,
         "state_url": state_url,
@@ -207,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         if command["cmd"] == "quit":
             break
         try:
-            reply({"result": handle(command, micro, spec, redis_url)})
+            reply({"result": handle(command, micro, spec, redis_url, lib.cluster)})
         except Exception:
             reply({"error": traceback.format_exc()})
-    flush_redis(redis_url)
+    flush_redis(redis_url, lib.cluster)
     clear_state(state_url, lib.id)
     return 0
 
