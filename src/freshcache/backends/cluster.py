@@ -268,7 +268,6 @@ class ClusterBackend(RedisBackend):
         return cast("list[bytes | None]", pipe.execute())
 
     @riding_out
-    @_errors
     def prepare(
         self,
         nx: Mapping[str, bytes],
@@ -277,16 +276,13 @@ class ClusterBackend(RedisBackend):
         ttl: int,
         keys: Sequence[str],
     ) -> list[bytes | None]:
-        pipe = self.client.pipeline(transaction=False)
-        for key, value in nx.items():
-            pipe.set(key, value, ex=ttl, nx=True)
-        for key, value in appends:
-            pipe.append(key, value)
-        for key, value in overwrite.items():
-            pipe.set(key, value, ex=ttl)
-        for key in keys:
+        return super().prepare(nx, appends, overwrite, ttl, keys)
+
+    def _queue_reads(self, pipe: Any, keys: Sequence[str]) -> None:
+        for key in keys:  # no cross-slot MGET: the pipeline sends each node its own GETs
             pipe.get(key)
-        replies = pipe.execute()
+
+    def _read_replies(self, replies: list[Any], keys: Sequence[str]) -> list[bytes | None]:
         return cast("list[bytes | None]", replies[len(replies) - len(keys) :])
 
     @riding_out

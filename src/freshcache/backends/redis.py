@@ -245,8 +245,15 @@ class RedisBackend(Backend):
             pipe.append(key, value)
         for key, value in overwrite.items():
             pipe.set(key, value, ex=ttl)
+        self._queue_reads(pipe, keys)
+        return self._read_replies(pipe.execute(), keys)
+
+    def _queue_reads(self, pipe: Any, keys: Sequence[str]) -> None:
+        """Queue the read that ends ``prepare``: one MGET (a cluster reads key by key)."""
         pipe.mget(keys)
-        return cast("list[bytes | None]", pipe.execute()[-1])
+
+    def _read_replies(self, replies: list[Any], keys: Sequence[str]) -> list[bytes | None]:
+        return cast("list[bytes | None]", replies[-1])
 
     @_errors
     def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
