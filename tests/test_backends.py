@@ -75,6 +75,29 @@ def test_touch_extends_but_never_shortens(any_backend: Backend) -> None:
         assert data["stamp"][1] == long_expiry
 
 
+def test_get_many_seeding_creates_only_missing_keys_from_first(any_backend: Backend) -> None:
+    any_backend.set_many({"value": b"v", "kept": b"k"}, 60)
+    got = any_backend.get_many_seeding(
+        ["value", "head", "kept", "new"], 2, [b"t-kept", b"t-new"], 60
+    )
+    assert got == [b"v", None, b"k", b"t-new"]
+    assert any_backend.get_many(["head", "kept", "new"]) == [None, b"k", b"t-new"]
+    if isinstance(any_backend, RedisBackend):
+        assert 0 < any_backend.client.ttl("new") <= 60
+
+
+def test_set_many_without_waiting_is_seen_by_the_next_read(any_backend: Backend) -> None:
+    any_backend.set_many({"stamp": b"s"}, 10)
+    for i in range(50):
+        any_backend.set_many({f"k{i}": b"%d" % i}, 60, touch=["stamp"], wait=False)
+        assert any_backend.get_many([f"k{i}"]) == [b"%d" % i]
+    if isinstance(any_backend, RedisBackend):
+        assert any_backend._skip_replies is True
+        assert 10 < any_backend.client.ttl("stamp") <= 60
+        assert 0 < any_backend.client.ttl("k0") <= 60
+        assert any_backend.client.ping()  # no reply was left behind on any connection
+
+
 def test_ping(any_backend: Backend) -> None:
     assert any_backend.ping() is True
 

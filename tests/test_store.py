@@ -76,6 +76,36 @@ def test_hit_is_one_round_trip(any_backend: Backend) -> None:
     assert calls == ["get_many"]
 
 
+def test_seeded_lookup_needs_no_prepare_round_trip_and_stays_safe(any_backend: Backend) -> None:
+    """A lookup given the TTL creates the missing stamp itself: the miss's prepare then costs
+    no round trip once the registry lists the scheme, and a write between the lookup and the
+    store still keeps the stored value from being served."""
+    store = make(any_backend)
+    store_value(store, "first", CAT3, b"registers the scheme")
+    plan = Plan.build(CAT4, P)
+    probe = store.lookup("k", plan, TTL)
+    assert probe is not None and None not in probe.current
+    calls: list[str] = []
+    prepare = any_backend.prepare
+
+    def counting(*args: object) -> object:
+        calls.append("prepare")
+        return prepare(*args)  # type: ignore[arg-type]
+
+    any_backend.prepare = counting  # type: ignore[method-assign]
+    tokens = store.prepare(probe, TTL)
+    assert tokens is not None and calls == []
+    make(any_backend).invalidate([row(4)], P)
+    assert store.save("k", tokens, b"old rows", TTL, plan)
+    assert read(store, "k", CAT4) is None
+    probe = store.lookup("k", plan, TTL)
+    assert probe is not None
+    tokens = store.prepare(probe, TTL)
+    assert tokens is not None
+    assert store.save("k", tokens, b"new rows", TTL, plan, wait=False)
+    assert read(store, "k", CAT4) == b"new rows"
+
+
 def test_invalidate_between_prepare_and_save_is_never_served(any_backend: Backend) -> None:
     """Reader reads stamps, writer commits and invalidates, reader stores old rows: miss."""
     store = make(any_backend)

@@ -77,6 +77,7 @@ __all__ = [
     "merge",
     "model_dependencies",
     "query_dependencies",
+    "text_exact",
 ]
 
 Deps = dict[str, frozenset[Conj]]
@@ -386,7 +387,8 @@ def _product(left: list[Disjunct], right: list[Disjunct]) -> list[Disjunct]:
     return out
 
 
-def _text_exact(using: str | None) -> bool:
+def text_exact(using: str | None) -> bool:
+    """Whether text equality in Python is the database's on ``using`` (or on every database)."""
     exact = _exact_text.get(using)
     if exact is None:
         aliases = [using] if using is not None else list(connections)
@@ -403,7 +405,7 @@ def query_dependencies(
     ``using`` names the database the query runs on (text equality is exact only on some);
     without it every configured database must qualify.
     """
-    walker = _Walker(max_in, max_conjs, _text_exact(using))
+    walker = _Walker(max_in, max_conjs, text_exact(using))
     walker.query(query)
     return walker.result()
 

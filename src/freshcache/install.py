@@ -190,7 +190,8 @@ def install() -> None:
     _wrap(sql_compiler.SQLInsertCompiler, "execute_sql", _insert_execute)
     _wrap(sql_compiler.SQLUpdateCompiler, "execute_sql", _update_execute)
     _wrap(QuerySet, "_fetch_all", queryset.fetch_scope)
-    for name in ("get", "first", "last"):
+    _wrap(QuerySet, "get", queryset.fast_get_scope)
+    for name in ("first", "last"):
         _wrap(QuerySet, name, queryset.get_scope)
     for name, op in (("count", "count"), ("aggregate", "aggregate"), ("exists", "exists")):
         _wrap(QuerySet, name, functools.partial(_op_scope, op=op))

@@ -28,6 +28,7 @@ from django.db.models.sql.query import Query
 
 from freshcache import transaction as tx
 from freshcache.conf import key_prefix, settings
+from freshcache.returning import pinned_rows, run_returning
 from freshcache.signals import cache_invalidated
 from freshcache.stamps import row_conj_values
 from freshcache.store import TableChange, store
@@ -264,6 +265,17 @@ def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) 
         skipped(using, [model._meta.db_table])
         return result
     needed = _needed_fields(model, using)
+    if needed and needed[0]:
+        limit = 1 << 62 if _force_granular.get() else int(settings.GRANULAR_WRITE_LIMIT)
+        if pinned_rows(query, limit):
+            outcome = run_returning(compiler, run, needed[0], delete)
+            if outcome is not None:
+                result, old, new = outcome
+                fields, columns = needed
+                rows = [_normalized(model, fields, row) for row in (*old, *new)]
+                request(using, [TableChange(table=query.model._meta.db_table, rows=rows,
+                                            columns=columns)])  # fmt: skip
+                return result
     connection = connections[using]
     if (
         needed

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -94,6 +95,36 @@ def get_scope(method: Callable[..., Any]) -> Callable[..., Any]:
             _pending_get.reset(token)
 
     return wrapper
+
+
+def fast_get_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    """get(): the shape :mod:`freshcache.fastget` serves without compiling, else as get_scope."""
+    import functools
+
+    from freshcache.fastget import NOT_HANDLED, try_get
+
+    @functools.wraps(method)
+    def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        found = try_get(self, args, kwargs)
+        if found is not NOT_HANDLED:
+            return found
+        token = _pending_get.set(True)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _pending_get.reset(token)
+
+    return wrapper
+
+
+@contextmanager
+def uncached() -> Iterator[None]:
+    """Reads in this block go to the database and leave the cache alone (captures aside)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def fetch_scope(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -287,7 +318,7 @@ def _read(
         if rows is not None:
             cache_read.send(sender=model, func=None, hit=True)
             return [rows] if result_type == MULTI else rows
-    probe = store.lookup(key, plan)
+    probe = store.lookup(key, plan, timeout)
     hit = _served(probe, plan, key, result_type, captures, model)
     if hit is not _MISS:
         if local:
@@ -303,8 +334,9 @@ def _read(
                 return hit
     try:
         result, stored = _miss(
-            execute, compiler, result_type, args, kwargs, key, plan, probe, captures, timeout
-        )
+            execute, compiler, result_type, args, kwargs, key, plan, probe, captures, timeout,
+            wait=lock is not None,
+        )  # fmt: skip
         if local and stored is not None:
             local_gets.put(key, stored, plan.keys, seq)
         return result
@@ -349,6 +381,7 @@ def _miss(
     probe: Any,
     captures: tuple[capture.Capture, ...],
     timeout: int,
+    wait: bool = True,
 ) -> tuple[Any, Any]:
     """Read stamps, query the database, store the rows with the stamps read first.
 
@@ -375,7 +408,7 @@ def _miss(
         except Exception as exc:  # a custom codec's bug must not break the read
             logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
         else:
-            if store.save(key, tokens, data, timeout, plan):
+            if store.save(key, tokens, data, timeout, plan, wait=wait):
                 stored = payload
     cache_read.send(sender=model, func=None, hit=False)
     return result, stored

@@ -167,12 +167,23 @@ class Store(Resilience, DynamicValues):
 
     # -- read path --------------------------------------------------------------------------------
 
-    def lookup(self, key: str, plan: Plan) -> Probe | None:
-        """One round trip: the payload and the current stamps. None when the backend failed."""
+    def lookup(self, key: str, plan: Plan, ttl: int | None = None) -> Probe | None:
+        """One round trip: the payload and the current stamps. None when the backend failed.
+
+        With ``ttl`` (a value that will be stored on a miss), missing stamps are created in the
+        same round trip where the engine can, so the miss's ``prepare`` usually needs none.
+        """
         if (self._missed or self._down) and not self._recover():
             return None
         try:
-            values = self.backend.get_many((key, *plan.keys))
+            keys = (key, *plan.keys)
+            if ttl is None:
+                values = self.backend.get_many(keys)
+            else:
+                first = 2 + len(plan.registries)
+                base = new_token()
+                seeds = [b"%s.%d" % (base, i) for i in range(len(keys) - first)]
+                values = self.backend.get_many_seeding(keys, first, seeds, ttl + STAMP_MARGIN)
             screened = self._screen(values[1:], global_first=True)
         except BackendError as exc:
             self._failed(exc)
@@ -247,14 +258,26 @@ class Store(Resilience, DynamicValues):
             return None
         return self._tokens(plan, current)
 
-    def save(self, key: str, tokens: list[bytes], data: bytes, ttl: int, plan: Plan) -> bool:
-        """Store ``data`` with the tokens read by :meth:`prepare`; False when not stored."""
+    def save(
+        self,
+        key: str,
+        tokens: list[bytes],
+        data: bytes,
+        ttl: int,
+        plan: Plan,
+        wait: bool = True,
+    ) -> bool:
+        """Store ``data`` with the tokens read by :meth:`prepare`; False when not stored.
+
+        ``wait=False``: do not wait for the server's reply (the caller holds no lock that others
+        wait on): a lost write is a later miss, and the tokens keep it from ever being wrong.
+        """
         payload = msgpack.packb([tokens, data], use_bin_type=True)
         if len(payload) > settings.MAX_VALUE_SIZE:
             logger.debug("freshcache: %s not cached, %d bytes is over the limit", key, len(payload))
             return False
         try:
-            self.backend.set_many({key: payload}, ttl, touch=plan.keys)
+            self.backend.set_many({key: payload}, ttl, touch=plan.keys, wait=wait)
         except BackendError as exc:
             self._failed(exc)
             return False

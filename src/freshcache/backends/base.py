@@ -66,8 +66,30 @@ class Backend(abc.ABC):
         """Values of ``keys`` in order, None for missing ones (one round trip)."""
 
     @abc.abstractmethod
-    def set_many(self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()) -> None:
-        """Store values with a TTL (seconds); extend ``touch`` keys' TTL to at least ``ttl``."""
+    def set_many(
+        self,
+        mapping: Mapping[str, bytes],
+        ttl: int,
+        touch: Sequence[str] = (),
+        wait: bool = True,
+    ) -> None:
+        """Store values with a TTL (seconds); extend ``touch`` keys' TTL to at least ``ttl``.
+
+        ``wait=False`` lets an engine send the writes without waiting for the reply (a value
+        that never arrives is a later miss, never a wrong answer); the writes still reach the
+        server before any later command this thread sends on the same connection.
+        """
+
+    def get_many_seeding(
+        self, keys: Sequence[str], first: int, tokens: Sequence[bytes], ttl: int
+    ) -> list[bytes | None]:
+        """``get_many``, and each of ``keys[first:]`` that is missing may be created with its
+        token (``tokens[i - first]``, with a TTL) and read as such, in the same round trip.
+
+        A miss then finds its stamps in place before it reads the database, which saves
+        ``prepare`` its round trip. Engines that cannot do it in one step just read.
+        """
+        return self.get_many(keys)
 
     @abc.abstractmethod
     def prepare(

@@ -184,6 +184,10 @@ class ClusterBackend(RedisBackend):
     outage (degraded like any other) rather than an import-time error.
     """
 
+    # One script or one connection cannot span the cluster's slots and nodes.
+    _seeding = False
+    _skip_replies = False
+
     name = "cluster"
 
     def __init__(

@@ -66,7 +66,25 @@ class LocMemBackend(Backend):
         with self._lock:
             return [self._get(key, now) for key in keys]
 
-    def set_many(self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()) -> None:
+    def get_many_seeding(
+        self, keys: Sequence[str], first: int, tokens: Sequence[bytes], ttl: int
+    ) -> list[bytes | None]:
+        now = time.monotonic()
+        with self._lock:
+            values = [self._get(key, now) for key in keys]
+            for i in range(first, len(keys)):
+                if values[i] is None:
+                    values[i] = tokens[i - first]
+                    self._set(keys[i], tokens[i - first], now + ttl)
+            return values
+
+    def set_many(
+        self,
+        mapping: Mapping[str, bytes],
+        ttl: int,
+        touch: Sequence[str] = (),
+        wait: bool = True,
+    ) -> None:
         now = time.monotonic()
         expires = now + ttl
         with self._lock:

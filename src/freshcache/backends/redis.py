@@ -41,6 +41,24 @@ redis.call('pexpire', KEYS[2], ARGV[2])
 return 1
 """
 
+# MGET, then create each missing stamp (KEYS[ARGV[1]] onwards) with its token: a miss finds its
+# stamps in place without a second round trip. Tokens come from the client (os.urandom).
+_SEED = """
+local values = redis.call('mget', unpack(KEYS))
+local first = tonumber(ARGV[1])
+for i = first, #KEYS do
+  if not values[i] then
+    local token = ARGV[i - first + 3]
+    redis.call('set', KEYS[i], token, 'EX', ARGV[2])
+    values[i] = token
+  end
+end
+return values
+"""
+#: Past this many keys a lookup is a plain MGET (Lua's unpack has a limit).
+_SEED_MAX_KEYS = 1000
+_SKIP = ("CLIENT", "REPLY", "SKIP")
+
 
 def client_class(dotted: str | type | None) -> type[redis.Redis]:
     if dotted is None:
@@ -174,10 +192,15 @@ class PrimaryWatch:
 
 class RedisBackend(Backend):
     name = "redis"
+    #: Misses create missing stamps inside the lookup's round trip (one script, one slot).
+    _seeding = True
+    #: None until asked: whether CLIENT REPLY SKIP works (a store need not wait for its reply).
+    _skip_replies: bool | None = None
 
     def __init__(self, client: redis.Redis, track_primary: bool = False) -> None:
         self.client = client
         self._release = client.register_script(_RELEASE)
+        self._seed = client.register_script(_SEED)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
         self._watch: PrimaryWatch | None = None
         if track_primary:
@@ -211,7 +234,38 @@ class RedisBackend(Backend):
         return cast("list[bytes | None]", self.client.mget(keys))
 
     @_errors
-    def set_many(self, mapping: Mapping[str, bytes], ttl: int, touch: Sequence[str] = ()) -> None:
+    def get_many_seeding(
+        self, keys: Sequence[str], first: int, tokens: Sequence[bytes], ttl: int
+    ) -> list[bytes | None]:
+        if not self._seeding or len(keys) > _SEED_MAX_KEYS or first >= len(keys):
+            return self.get_many(keys)
+        try:
+            return cast("list[bytes | None]", self._seed(keys=keys, args=[first + 1, ttl, *tokens]))
+        except redis.ResponseError as exc:
+            # Scripts refused (an ACL, a proxy): read, and let prepare create what is missing.
+            logger.warning(
+                "freshcache: Redis refused a script (%s); misses take a round trip more", exc
+            )
+            self._seeding = False
+            return self.get_many(keys)
+
+    @_errors
+    def set_many(
+        self,
+        mapping: Mapping[str, bytes],
+        ttl: int,
+        touch: Sequence[str] = (),
+        wait: bool = True,
+    ) -> None:
+        if not wait and self._replies_skippable():
+            commands: list[tuple[Any, ...]] = []
+            for key, value in mapping.items():
+                commands += [_SKIP, ("SET", key, value, "EX", ttl)]
+            if self._expire_gt:
+                for key in touch:
+                    commands += [_SKIP, ("EXPIRE", key, ttl, "GT")]
+            self._send_only(commands)
+            return
         pipe = self.client.pipeline(transaction=False)
         for key, value in mapping.items():
             pipe.set(key, value, ex=ttl)
@@ -247,6 +301,51 @@ class RedisBackend(Backend):
             pipe.set(key, value, ex=ttl)
         self._queue_reads(pipe, keys)
         return self._read_replies(pipe.execute(), keys)
+
+    def _replies_skippable(self) -> bool:
+        """Whether the server honours ``CLIENT REPLY SKIP`` (asked once, on first use)."""
+        if self._skip_replies is None:
+            connection = self._connection()
+            try:
+                # The first PING goes unanswered if SKIP works; else CLIENT's error comes first.
+                ping = ("PING",)
+                connection.send_packed_command(connection.pack_commands([_SKIP, ping, ping]))
+                try:
+                    reply = connection.read_response()
+                except redis.ResponseError:
+                    self._skip_replies = False
+                    connection.disconnect()  # the PINGs' replies are still on their way
+                else:
+                    self._skip_replies = reply in (b"PONG", "PONG", True)
+                    if not self._skip_replies:
+                        connection.disconnect()
+            except BaseException:
+                connection.disconnect()
+                raise
+            finally:
+                self.client.connection_pool.release(connection)
+        return self._skip_replies
+
+    def _send_only(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        """Write commands that the server will not answer, and hand the connection back.
+
+        The pool gives a thread back the connection it released last, so this thread's next
+        command queues behind these writes on the same socket."""
+        connection = self._connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self.client.connection_pool.release(connection)
+
+    def _connection(self) -> Any:
+        pool = self.client.connection_pool
+        try:
+            return pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            return pool.get_connection("SET")
 
     def _queue_reads(self, pipe: Any, keys: Sequence[str]) -> None:
         """Queue the read that ends ``prepare``: one MGET (a cluster reads key by key)."""

@@ -1,0 +1,427 @@
+"""``get(<field>=value)`` served without building a filter or compiling SQL.
+
+The general read path (:mod:`freshcache.queryset`) keys a value by its SQL, so a hit pays for
+Django's ``filter()`` and the SQL compiler before its one round trip, about as much as the round
+trip itself. The commonest read of all, ``Model.objects.get(pk=...)`` (and a related object's
+``book.author``), has a shape known without compiling: one table, its default columns, one
+equality. For that shape alone the key is built from the model's columns, the field and the
+prepared value, and the plan from the same stamp rules the dependency walker applies.
+
+Safe by construction rather than by care:
+
+* only a queryset whose ``Query`` is exactly a fresh ``Query(model)`` qualifies (compared
+  attribute by attribute: any ``filter``, ``only``, ``select_related``, annotation, slice or lock
+  falls back to the general path), on Django's own QuerySet and iterable classes;
+* the key names the database, the model's label and columns, the column compared and the
+  type-tagged prepared value, which fix the statement Django would send; it lives in its own
+  ``o:`` namespace, so it can never meet a key of the general path;
+* a value is stored only after a miss has compiled the real query and the dependency walker
+  agreed, for that very query, with the plan the fast path uses; if they ever disagree the fast
+  path is turned off for that field, with a warning.
+
+Rows are cached raw, as the database returned them, and rebuilt with the same converters and
+``Model.from_db`` the ORM uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+from uuid import UUID
+
+from django.db import connections
+from django.db.models import Q, QuerySet
+from django.db.models.query import MAX_GET_RESULTS, ModelIterable
+from django.db.models.sql.constants import MULTI
+from django.db.models.sql.query import Query
+
+from freshcache import capture
+from freshcache import transaction as tx
+from freshcache.conf import key_prefix, on_reset, profile_for, settings
+from freshcache.dependencies import Deps, query_dependencies, text_exact
+from freshcache.exceptions import SerializationError, UncacheableQuery
+from freshcache.local import local_gets
+from freshcache.serializers import rows_codec
+from freshcache.signals import cache_read
+from freshcache.stamps import UNKNOWN, column_value, field_info
+from freshcache.store import Plan, store
+
+__all__ = ["NOT_HANDLED", "try_get"]
+
+logger = logging.getLogger("freshcache")
+
+#: Returned when the call is not of the fast shape: the caller runs Django's own ``get()``.
+NOT_HANDLED: Any = object()
+
+#: Query attributes a pristine query may differ in: a cached property and our own options.
+_IGNORED = frozenset({"base_table", "_freshcache_options"})
+#: QuerySet methods a get() goes through; a subclass overriding any of them is not ours to skip.
+_QS_METHODS = ("get", "filter", "_filter_or_exclude", "order_by", "_chain", "_clone", "__len__",
+               "_fetch_all", "__iter__", "iterator")  # fmt: skip
+_VALUE_TYPES = (int, str, UUID)
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What is fixed per model: the pristine query's state and the lookups that qualify."""
+
+    baseline: tuple[tuple[str, object], ...]
+    names: frozenset[str]
+    n_attrs: int
+    fields: dict[str, Any]
+    table: str
+    columns: str
+
+
+@dataclass(frozen=True)
+class _Rebuild:
+    """How raw rows become instances on one database: the ORM's converters and init list."""
+
+    init_list: tuple[str, ...]
+    converters: tuple[tuple[int, tuple[Any, ...], Any], ...]
+
+
+_shapes: dict[type, _Shape | None] = {}
+_rebuilds: dict[tuple[type, str], _Rebuild] = {}
+_qs_classes: dict[type, bool] = {}
+_disabled: set[tuple[type, str]] = set()
+_lock = threading.Lock()
+
+
+@on_reset
+def _forget() -> None:
+    with _lock:
+        _shapes.clear()
+        _rebuilds.clear()
+        _disabled.clear()
+
+
+def _shape(model: type) -> _Shape | None:
+    try:
+        return _shapes[model]
+    except KeyError:
+        pass
+    opts = model._meta  # type: ignore[attr-defined]
+    shape = None
+    if not opts.parents and not opts.abstract:
+        state = vars(Query(model))
+        baseline = tuple((k, v) for k, v in state.items() if k not in _IGNORED)
+        fields: dict[str, Any] = {}
+        for field in opts.concrete_fields:
+            if field.is_relation and not field.primary_key:
+                continue
+            for name in {field.name, field.attname}:
+                fields[name] = fields[f"{name}__exact"] = field
+            if field.primary_key:
+                fields["pk"] = fields["pk__exact"] = field
+        columns = ",".join(f.column for f in opts.concrete_fields)
+        shape = _Shape(
+            baseline,
+            frozenset(k for k, _ in baseline),
+            len(baseline),
+            fields,
+            opts.db_table,
+            columns,
+        )
+    with _lock:
+        _shapes[model] = shape
+    return shape
+
+
+def _ours(qs_class: type) -> bool:
+    verdict = _qs_classes.get(qs_class)
+    if verdict is None:
+        verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in _QS_METHODS)
+        _qs_classes[qs_class] = verdict
+    return verdict
+
+
+def _pristine(query: Query, shape: _Shape) -> bool:
+    """Whether ``query`` is a fresh ``Query(model)``: the same instance state, where an attribute
+    a clone sets to its class default counts as unset."""
+    state = vars(query)
+    if len(state) != shape.n_attrs:
+        cls = type(query)
+        for k, v in state.items():
+            if k not in shape.names and k not in _IGNORED:
+                default = getattr(cls, k, _MISSING)
+                if default is _MISSING or default != v:
+                    return False
+    try:
+        return all(state[k] == v for k, v in shape.baseline)
+    except KeyError:
+        return False
+
+
+def _lookup(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, object] | None:
+    if kwargs:
+        if args or len(kwargs) != 1:
+            return None
+        return next(iter(kwargs.items()))
+    if len(args) != 1:
+        return None
+    q = args[0]
+    # A related object's descriptor calls get(Q(("id", 5))).
+    if type(q) is not Q or q.negated or len(q.children) != 1:
+        return None
+    child = q.children[0]
+    if type(child) is not tuple or len(child) != 2 or type(child[0]) is not str:
+        return None
+    return child
+
+
+def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The object ``qs.get(*args, **kwargs)`` returns, or :data:`NOT_HANDLED`."""
+    if not settings.ENABLED:
+        return NOT_HANDLED
+    lookup = _lookup(args, kwargs)
+    if lookup is None:
+        return NOT_HANDLED
+    model = qs.model
+    shape = _shape(model)
+    if shape is None:
+        return NOT_HANDLED
+    field = shape.fields.get(lookup[0])
+    value = lookup[1]
+    if field is None or type(value) not in _VALUE_TYPES or (model, field.attname) in _disabled:
+        return NOT_HANDLED
+    if (
+        qs._iterable_class is not ModelIterable
+        or qs._fields is not None
+        or qs._prefetch_related_lookups
+        or qs._known_related_objects
+        or qs._sticky_filter
+        or qs._defer_next_filter
+        or qs._deferred_filter is not None
+        or not _ours(type(qs))
+    ):
+        return NOT_HANDLED
+    query = qs.query
+    if not _pristine(query, shape):
+        return NOT_HANDLED
+    policy = _policy(model, query)
+    if policy is None or capture.active():
+        return NOT_HANDLED
+    db = qs.db
+    connection = connections[db]
+    if tx.is_dirty(connection):
+        return NOT_HANDLED
+    try:
+        prepped = field.get_prep_value(value)
+    except Exception:  # Django's own get() raises the error users expect
+        return NOT_HANDLED
+    if type(prepped) not in _VALUE_TYPES:
+        return NOT_HANDLED
+    return _get(qs, model, shape, field, prepped, lookup, db, connection, policy)
+
+
+def _policy(model: type, query: Query) -> tuple[int, bool, bool] | None:
+    profile = profile_for(model)
+    if profile is None:
+        return None
+    options = getattr(query, "_freshcache_options", None)
+    ops = options.ops if options is not None else profile.ops
+    if "get" not in ops:
+        return None
+    timeout, lock = profile.timeout, profile.lock
+    if options is not None:
+        timeout = options.timeout if options.timeout is not None else timeout
+        lock = options.lock if options.lock is not None else lock
+    if not timeout:
+        return None
+    return timeout, lock, profile.local_get
+
+
+def _deps(shape: _Shape, field: Any, prepped: object, db: str) -> Deps:
+    """What the dependency walker makes of ``WHERE <column> = prepped`` on one table."""
+    kind = field_info(field)[1]
+    if kind is str and not text_exact(db):
+        kind = None
+    if kind is not None:
+        value: Hashable = column_value(field, prepped)
+        if value is not None and value is not UNKNOWN:
+            return {shape.table: frozenset({((field.column, value),)})}
+    return {shape.table: frozenset({()})}
+
+
+def _get(
+    qs: QuerySet[Any],
+    model: Any,
+    shape: _Shape,
+    field: Any,
+    prepped: object,
+    lookup: tuple[str, object],
+    db: str,
+    connection: Any,
+    policy: tuple[int, bool, bool],
+) -> Any:
+    timeout, use_lock, local_get = policy
+    deps = _deps(shape, field, prepped, db)
+    profile = profile_for(model)
+    prefix = key_prefix(db, (shape.table,))
+    scope = "" if profile is not None and profile.db_agnostic else db
+    text = (
+        f"{scope}\x00{model._meta.label_lower}\x00{shape.table}\x00{shape.columns}\x00"
+        f"{field.column}\x00{type(prepped).__name__}\x00{prepped}"
+    )
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    key = f"{prefix}o:{digest.hexdigest()}"
+    plan = Plan.build(deps, prefix)
+    local = local_get and store.healthy()
+    seq = local_gets.seq
+    if local:
+        rows = local_gets.get(key)
+        if rows is not None:
+            cache_read.send(sender=model, func=None, hit=True)
+            return _result(model, db, connection, rows)
+    probe = store.lookup(key, plan, timeout)
+    rows = _decoded(probe, key)
+    if rows is None and probe is not None and use_lock and tx.can_store(connection):
+        token = store.lock_or_wait(key, settings.LOCK_TIMEOUT)
+        if token is None:
+            probe = store.lookup(key, plan)
+            rows = _decoded(probe, key)
+        else:
+            try:
+                rows = _fill(qs, model, field, lookup, db, connection, key, plan, probe, deps,
+                             timeout, wait=True)  # fmt: skip
+            finally:
+                store.unlock(key, token)
+            return _finish(model, db, connection, rows, key, plan, seq, local, hit=False)
+    if rows is not None:
+        return _finish(model, db, connection, rows, key, plan, seq, local, hit=True)
+    rows = _fill(qs, model, field, lookup, db, connection, key, plan, probe, deps, timeout)
+    return _finish(model, db, connection, rows, key, plan, seq, local, hit=False)
+
+
+def _finish(
+    model: Any,
+    db: str,
+    connection: Any,
+    rows: list[Sequence[Any]],
+    key: str,
+    plan: Plan,
+    seq: int,
+    local: bool,
+    hit: bool,
+) -> Any:
+    if local:
+        local_gets.put(key, rows, plan.keys, seq)
+    cache_read.send(sender=model, func=None, hit=hit)
+    return _result(model, db, connection, rows)
+
+
+def _decoded(probe: Any, key: str) -> list[Sequence[Any]] | None:
+    if probe is None or probe.data is None:
+        return None
+    try:
+        return rows_codec().loads(probe.data)
+    except Exception as exc:  # a payload we cannot read is a miss, whatever the codec
+        logger.warning("freshcache: payload at %s rejected (%s), reading the database", key, exc)
+        return None
+
+
+def _fill(
+    qs: QuerySet[Any],
+    model: Any,
+    field: Any,
+    lookup: tuple[str, object],
+    db: str,
+    connection: Any,
+    key: str,
+    plan: Plan,
+    probe: Any,
+    deps: Deps,
+    timeout: int,
+    wait: bool = False,
+) -> list[Sequence[Any]]:
+    """Run the real query (compiled, uncached) and store its raw rows if the walker agrees."""
+    from freshcache.queryset import uncached
+
+    tokens = (
+        store.prepare(probe, timeout) if probe is not None and tx.can_store(connection) else None
+    )
+    clone = qs.filter(**{lookup[0]: lookup[1]}).order_by()
+    clone.query.set_limits(high=MAX_GET_RESULTS)
+    compiler = clone.query.get_compiler(using=db)
+    with uncached():
+        rows = list(chain.from_iterable(compiler.execute_sql(MULTI)))
+    if (model, db) not in _rebuilds:
+        _remember_rebuild(model, db, compiler)
+    if tokens is None:
+        return rows
+    try:
+        walked = query_dependencies(clone.query, max_in=settings.MAX_IN, using=db)
+    except UncacheableQuery:
+        walked = None
+    if walked != deps:
+        _disabled.add((model, field.attname))
+        logger.warning(
+            "freshcache: get(%s=...) on %s is served by the general path from now on: its "
+            "dependencies (%r) differ from the fast path's (%r)",
+            field.name, model._meta.label, walked, deps,
+        )  # fmt: skip
+        return rows
+    try:
+        data = rows_codec().dumps(rows)
+    except SerializationError as exc:
+        logger.debug("freshcache: %s not cached: %s", key, exc)
+    except Exception as exc:  # a custom codec's bug must not break the read
+        logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
+    else:
+        store.save(key, tokens, data, timeout, plan, wait=wait)
+    return rows
+
+
+def _remember_rebuild(model: Any, db: str, compiler: Any) -> _Rebuild:
+    select = compiler.select
+    klass_info = compiler.klass_info
+    fields = klass_info["select_fields"]
+    start, end = fields[0], fields[-1] + 1
+    init_list = tuple(s[0].target.attname for s in select[start:end])
+    expressions = [s[0] for s in select[: compiler.col_count]]
+    converters = tuple(
+        (pos, tuple(convs), expression)
+        for pos, (convs, expression) in compiler.get_converters(expressions).items()
+    )
+    rebuild = _Rebuild(init_list, converters)
+    with _lock:
+        _rebuilds[(model, db)] = rebuild
+    return rebuild
+
+
+def _rebuild_for(model: Any, db: str) -> _Rebuild:
+    rebuild = _rebuilds.get((model, db))
+    if rebuild is None:
+        compiler = Query(model).get_compiler(using=db)
+        compiler.setup_query()
+        rebuild = _remember_rebuild(model, db, compiler)
+    return rebuild
+
+
+def _result(model: Any, db: str, connection: Any, rows: list[Sequence[Any]]) -> Any:
+    num = len(rows)
+    if num == 1:
+        rebuild = _rebuild_for(model, db)
+        row = rows[0]
+        if rebuild.converters:
+            row = list(row)
+            for pos, convs, expression in rebuild.converters:
+                value = row[pos]
+                for convert in convs:
+                    value = convert(value, expression, connection)
+                row[pos] = value
+        return model.from_db(db, rebuild.init_list, row)
+    name = model._meta.object_name
+    if not num:
+        raise model.DoesNotExist(f"{name} matching query does not exist.")
+    shown = num if num < MAX_GET_RESULTS else f"more than {MAX_GET_RESULTS - 1}"
+    raise model.MultipleObjectsReturned(
+        f"get() returned more than one {name} -- it returned {shown}!"
+    )

@@ -1,0 +1,186 @@
+"""``get(<field>=value)`` served without compiling SQL (freshcache.fastget).
+
+Each test reads through the fast path, writes, and reads again: the second read would be stale if
+the fast path's plan missed the write. Querysets of any other shape must give Django's answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.db.models.lookups import Exact
+from django.test import override_settings
+
+from freshcache import fastget
+from freshcache.signals import cache_read
+from tests.testapp.models import Author, Category, Post, Restaurant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fast_reads() -> Iterator[list[str]]:
+    """Names the fields each fast-path read used (a read the fast path declined is not listed)."""
+    seen: list[str] = []
+    original = fastget._get
+
+    def spy(qs: Any, model: Any, shape: Any, field: Any, *args: Any) -> Any:
+        seen.append(f"{model._meta.model_name}.{field.name}")
+        return original(qs, model, shape, field, *args)
+
+    fastget._get = spy  # type: ignore[assignment]
+    try:
+        yield seen
+    finally:
+        fastget._get = original  # type: ignore[assignment]
+
+
+def cached(queries: Any, read: Any) -> Any:
+    read()
+    with queries() as q:
+        value = read()
+    assert q.count == 0, q.context.captured_queries
+    return value
+
+
+def test_pk_unique_field_and_foreign_key_hits(queries: Any, fast_reads: list[str]) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    post = Post.objects.create(title="a", category=category, price=Decimal("1.50"))
+    assert cached(queries, lambda: Category.objects.get(pk=category.pk)).title == "one"
+    assert cached(queries, lambda: Category.objects.get(id__exact=category.pk)).slug == "one"
+    assert cached(queries, lambda: Category.objects.get(slug="one")).pk == category.pk
+    got = cached(queries, lambda: Post.objects.get(pk=post.pk))
+    assert (got.title, got.price, got.category_id) == ("a", Decimal("1.50"), category.pk)
+    assert cached(queries, lambda: Post.objects.get(pk=post.pk).category).slug == "one"
+    assert {"category.id", "category.slug", "post.id"} <= set(fast_reads)
+
+
+def test_instances_are_the_orms(fast_reads: list[str]) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    for _ in range(2):
+        got = Category.objects.get(pk=category.pk)
+        assert got == category and got._state.db == "default" and not got._state.adding
+        assert got.__dict__.keys() >= {"id", "title", "slug"}
+    assert fast_reads == ["category.id", "category.id"]
+
+
+def test_update_delete_and_insert_invalidate(queries: Any) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    cached(queries, lambda: Category.objects.get(pk=category.pk))
+    cached(queries, lambda: Category.objects.get(slug="one"))
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="uno")
+    category.title, category.slug = "uno", "uno"
+    category.save()
+    assert Category.objects.get(pk=category.pk).title == "uno"
+    assert Category.objects.get(slug="uno").pk == category.pk
+    with pytest.raises(Category.DoesNotExist, match="Category matching query does not exist"):
+        Category.objects.get(slug="one")
+    Category.objects.filter(pk=category.pk).update(title="dos")
+    assert Category.objects.get(slug="uno").title == "dos"
+    again = Category.objects.create(title="one again", slug="one")
+    assert Category.objects.get(slug="one").pk == again.pk
+    category.delete()
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(pk=category.pk)
+
+
+def test_write_in_a_transaction_then_read(queries: Any) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    cached(queries, lambda: Category.objects.get(pk=category.pk))
+    with transaction.atomic():
+        Category.objects.filter(pk=category.pk).update(title="two")
+        assert Category.objects.get(pk=category.pk).title == "two"  # dirty: the database
+    assert Category.objects.get(pk=category.pk).title == "two"
+
+
+def test_other_shapes_take_the_general_path(queries: Any, fast_reads: list[str]) -> None:
+    one = Category.objects.create(title="one", slug="one")
+    Category.objects.create(title="two", slug="two")
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.filter(title="two").get(pk=one.pk)
+    assert Category.objects.only("title").get(pk=one.pk).title == "one"
+    assert Category.objects.exclude(slug="x").get(pk=one.pk).slug == "one"
+    assert Category.objects.get(pk=one.pk, slug="one").title == "one"
+    assert Category.objects.get(title="one").pk == one.pk  # not unique: still fine
+    assert Category.objects.values("title").get(pk=one.pk) == {"title": "one"}
+    assert fast_reads == ["category.title"]
+    Category.objects.filter(pk=one.pk).update(title="uno")
+    assert Category.objects.only("title").get(pk=one.pk).title == "uno"
+    assert Category.objects.filter(slug="one").get(pk=one.pk).title == "uno"
+
+
+def test_multiple_objects_and_type_of_value(queries: Any) -> None:
+    Author.objects.create(name="Ann")
+    Author.objects.create(name="Ann")
+    with pytest.raises(Author.MultipleObjectsReturned, match="it returned 2"):
+        Author.objects.get(name="Ann")
+    with pytest.raises(Author.MultipleObjectsReturned):
+        Author.objects.get(name="Ann")
+    bob = Author.objects.create(name="Bob")
+    assert Author.objects.get(pk=str(bob.pk)).name == "Bob"
+    assert Author.objects.get(pk=bob.pk).name == "Bob"
+    with pytest.raises(ValueError):
+        Author.objects.get(pk="not a number")
+
+
+def test_multi_table_children_are_not_fast(fast_reads: list[str]) -> None:
+    r = Restaurant.objects.create(name="Pizza", serves_pizza=True)
+    assert Restaurant.objects.get(pk=r.pk).serves_pizza
+    Restaurant.objects.filter(pk=r.pk).update(name="Pasta")
+    assert Restaurant.objects.get(pk=r.pk).name == "Pasta"
+    assert fast_reads == []
+
+
+def test_cache_options_and_signal(queries: Any) -> None:
+    category = Category.objects.create(title="one", slug="one")
+    events: list[bool] = []
+
+    def on_read(sender: Any, hit: bool, **kwargs: Any) -> None:
+        events.append(hit)
+
+    cache_read.connect(on_read)
+    try:
+        Category.objects.get(pk=category.pk)
+        Category.objects.get(pk=category.pk)
+    finally:
+        cache_read.disconnect(on_read)
+    assert events == [False, True]
+    Category.objects.nocache().get(pk=category.pk)
+    with queries() as q:
+        Category.objects.nocache().get(pk=category.pk)
+        Category.objects.cache(ops=["fetch"]).get(pk=category.pk)
+    assert q.count == 2
+    with override_settings(FRESHCACHE_ENABLED=False), queries() as q:
+        Category.objects.get(pk=category.pk)
+    assert q.count == 1
+
+
+def test_a_plan_the_walker_disagrees_with_is_never_stored(
+    queries: Any, fast_reads: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Folded(Exact):
+        """An ``exact`` that is not Django's: the walker cannot vouch for it."""
+
+        lookup_name = "exact"
+
+    field = Author._meta.get_field("email")
+    field.register_lookup(Folded)
+    try:
+        Author.objects.create(name="Ann", email="a@example.com")
+        with caplog.at_level(logging.WARNING, logger="freshcache"):
+            assert Author.objects.get(email="a@example.com").name == "Ann"
+        assert "served by the general path" in caplog.text
+        Author.objects.filter(email="a@example.com").update(name="Bea")
+        with queries() as q:
+            assert Author.objects.get(email="a@example.com").name == "Bea"
+        assert q.count == 1
+        assert fast_reads == ["author.email"]
+    finally:
+        field._unregister_lookup(Folded)
+        fastget._disabled.clear()

@@ -1,0 +1,105 @@
+"""What a write sends to the database, and that the old values it learns invalidate exactly.
+
+On PostgreSQL a write that names its rows by primary key returns their old values itself
+(freshcache.returning): one statement. Elsewhere the rows are read first. Each test reads through
+the cache before the write, so a wrong or missing old value would leave a stale read behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import F
+
+from tests.testapp.models import Category, Post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statements(queries: Any, write: Any) -> list[str]:
+    with queries() as q:
+        write()
+    return [x["sql"] for x in q.context.captured_queries]
+
+
+def test_save_sends_one_statement_on_postgresql(queries: Any) -> None:
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(slug="one").pk == c.pk  # registers the slug scheme
+    c.slug = "uno"
+    sent = statements(queries, c.save)
+    if connection.vendor == "postgresql":
+        assert len(sent) == 1, sent
+        assert sent[0].startswith("UPDATE") and "FOR UPDATE" in sent[0] and "RETURNING" in sent[0]
+    else:
+        assert [s.split()[0] for s in sent] == ["SELECT", "UPDATE"], sent
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="one")
+    assert Category.objects.get(slug="uno").pk == c.pk
+
+
+def test_delete_returns_the_old_row(queries: Any) -> None:
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(slug="one").title == "one"
+    sent = statements(queries, c.delete)
+    deletes = [s for s in sent if s.startswith("DELETE")]
+    assert deletes
+    if connection.vendor == "postgresql":
+        assert "RETURNING" in deletes[-1]
+        assert not any("FOR UPDATE" in s for s in sent)
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="one")
+
+
+def test_expression_updates_invalidate_the_new_values(queries: Any) -> None:
+    c = Category.objects.create(title="c", slug="c")
+    p = Post.objects.create(title="p", category=c, score=4)
+    assert [x.pk for x in Post.objects.filter(score=5)] == []
+    assert [x.pk for x in Post.objects.filter(score=4)] == [p.pk]
+    Post.objects.filter(pk=p.pk).update(score=F("score") + 1)
+    assert [x.pk for x in Post.objects.filter(score=5)] == [p.pk]
+    assert [x.pk for x in Post.objects.filter(score=4)] == []
+
+
+def test_bulk_update_and_in_lists(queries: Any) -> None:
+    a = Category.objects.create(title="a", slug="a")
+    b = Category.objects.create(title="b", slug="b")
+    for slug in ("a", "b", "a2", "b2"):
+        Category.objects.filter(slug=slug).count()
+    a.slug, b.slug = "a2", "b2"
+    Category.objects.bulk_update([a, b], ["slug"])
+    assert Category.objects.filter(slug="a").count() == 0
+    assert Category.objects.filter(slug="b2").count() == 1
+    Category.objects.filter(pk__in=[a.pk, b.pk]).update(title="t")
+    assert {x.title for x in Category.objects.filter(slug__in=["a2", "b2"])} == {"t"}
+    Category.objects.filter(pk__in=[a.pk, b.pk]).delete()
+    assert Category.objects.filter(slug="a2").count() == 0
+
+
+def test_write_inside_a_transaction_and_rolled_back(queries: Any) -> None:
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(slug="one").title == "one"
+    with transaction.atomic():
+        c.slug = "two"
+        c.save()
+    assert Category.objects.get(slug="two").pk == c.pk
+    try:
+        with transaction.atomic():
+            c.slug = "three"
+            c.save()
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert Category.objects.get(slug="two").pk == c.pk
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="three")
+
+
+def test_save_of_a_row_that_vanished_inserts_it_again(queries: Any) -> None:
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.filter(title="one").count() == 1
+    Category.objects.filter(pk=c.pk).delete()
+    assert Category.objects.filter(title="one").count() == 0
+    c.save()  # the UPDATE matches nothing, Django inserts
+    assert Category.objects.filter(title="one").count() == 1
