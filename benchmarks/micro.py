@@ -164,9 +164,9 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
 
 @contextmanager
 def capture_reads() -> Iterator[list[str]]:
-    """Record the keys of every GET/MGET any redis-py client sends meanwhile, cluster clients
-    and their pipelines included (a cluster pipeline queues its commands through its own
-    ``execute_command``)."""
+    """Record the keys of every GET/MGET (or lookup script) any redis-py client sends meanwhile,
+    cluster clients and their pipelines included (a cluster pipeline queues its commands
+    through its own ``execute_command``)."""
     import redis
     from redis.cluster import ClusterPipeline, RedisCluster
 
@@ -176,8 +176,11 @@ def capture_reads() -> Iterator[list[str]]:
 
     def spy_on(original: Callable[..., Any]) -> Callable[..., Any]:
         def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if args and str(args[0]).upper() in {"GET", "MGET"}:
-                keys.extend(str(k if not isinstance(k, bytes) else k.decode()) for k in args[1:])
+            name = str(args[0]).upper() if args else ""
+            read = list(args[1:]) if name in {"GET", "MGET"} else []
+            if name in {"EVALSHA", "EVAL"}:  # freshcache's lookup script: KEYS are its reads
+                read = list(args[3 : 3 + int(args[2])])
+            keys.extend(str(k if not isinstance(k, bytes) else k.decode()) for k in read)
             return original(self, *args, **kwargs)
 
         return spy

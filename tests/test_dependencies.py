@@ -18,7 +18,8 @@ from typing import Any
 import django
 import pytest
 from django.apps import apps
-from django.db import IntegrityError, connections, transaction
+from django.core.exceptions import EmptyResultSet, ObjectDoesNotExist
+from django.db import IntegrityError, NotSupportedError, connections, transaction
 from django.db.models import (
     Count,
     Exists,
@@ -95,7 +96,15 @@ COMMENT, NODE, PLACE, REST = (
 
 
 def deps(qs: Any, **kwargs: Any) -> Deps:
-    return query_dependencies(qs.query, **kwargs)
+    """The walker's answer, checked to be the same once Django has compiled the query: the read
+    path walks compiled queries (it remembers plans by their SQL)."""
+    before = query_dependencies(qs.query, **kwargs)
+    try:
+        qs.query.get_compiler(qs.db).as_sql()
+    except (EmptyResultSet, NotSupportedError, ObjectDoesNotExist):
+        return before  # no SQL to send: nothing is walked after it
+    assert query_dependencies(qs.query, **kwargs) == before
+    return before
 
 
 def select_all(qs: Any) -> Any:

@@ -18,6 +18,7 @@ from django.test import override_settings
 
 from freshcache import fastget
 from freshcache.signals import cache_read
+from freshcache.store import Plan
 from tests.testapp.models import Author, Category, Post, Restaurant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,11 +162,11 @@ def test_cache_options_and_signal(queries: Any) -> None:
     assert q.count == 1
 
 
-def test_a_plan_the_walker_disagrees_with_is_never_stored(
-    queries: Any, fast_reads: list[str], caplog: pytest.LogCaptureFixture
+def test_a_registered_exact_lookup_is_left_to_the_general_path(
+    queries: Any, fast_reads: list[str]
 ) -> None:
     class Folded(Exact):
-        """An ``exact`` that is not Django's: the walker cannot vouch for it."""
+        """An ``exact`` that is not Django's: its SQL may compare otherwise."""
 
         lookup_name = "exact"
 
@@ -173,14 +174,33 @@ def test_a_plan_the_walker_disagrees_with_is_never_stored(
     field.register_lookup(Folded)
     try:
         Author.objects.create(name="Ann", email="a@example.com")
-        with caplog.at_level(logging.WARNING, logger="freshcache"):
-            assert Author.objects.get(email="a@example.com").name == "Ann"
-        assert "served by the general path" in caplog.text
-        Author.objects.filter(email="a@example.com").update(name="Bea")
+        assert Author.objects.get(email="a@example.com").name == "Ann"
+        Author.objects.filter(name="Ann").update(name="Bea")
         with queries() as q:
             assert Author.objects.get(email="a@example.com").name == "Bea"
-        assert q.count == 1
-        assert fast_reads == ["author.email"]
+        assert q.count == 1  # the walker cannot vouch for it either: never cached
+        assert fast_reads == []
     finally:
         field._unregister_lookup(Folded)
+
+
+def test_a_plan_the_walker_disagrees_with_is_never_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The safety net itself: given a plan that is not the walker's, nothing is stored and the
+    field leaves the fast path."""
+    ann = Author.objects.create(name="Ann", email="a@example.com")
+    qs = Author.objects.all()
+    field = Author._meta.get_field("name")
+    query = Author.objects.filter(name="Ann").order_by()[:21].query
+    wrong = {"testapp_author": frozenset({(("email", "a@example.com"),)})}
+    read = fastget._Read(qs, Author, field, ("name", "Ann"), "Ann", "default", None, "k",
+                         Plan.build(wrong, "p:"), wrong, 60)  # fmt: skip
+    try:
+        with caplog.at_level(logging.WARNING, logger="freshcache"):
+            assert not fastget._vouched(query, read)
+        assert "served by the general path" in caplog.text
+        assert Author.objects.get(name="Ann").pk == ann.pk  # still right, by the general path
+        assert (Author, "name") in fastget._disabled
+    finally:
         fastget._disabled.clear()

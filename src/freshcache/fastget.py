@@ -91,6 +91,7 @@ _shapes: dict[type, _Shape | None] = {}
 _rebuilds: dict[tuple[type, str], _Rebuild] = {}
 _qs_classes: dict[type, bool] = {}
 _disabled: set[tuple[type, str]] = set()
+_vouched_for: set[tuple[type, str, str, type]] = set()
 _lock = threading.Lock()
 
 
@@ -100,6 +101,7 @@ def _forget() -> None:
         _shapes.clear()
         _rebuilds.clear()
         _disabled.clear()
+        _vouched_for.clear()
 
 
 def _shape(model: type) -> _Shape | None:
@@ -140,6 +142,12 @@ def _ours(qs_class: type) -> bool:
         verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in _QS_METHODS)
         _qs_classes[qs_class] = verdict
     return verdict
+
+
+def _django_exact(field: Any) -> bool:
+    """Whether ``field__exact`` is Django's own lookup (a registered one may compare otherwise)."""
+    lookup = field.get_lookup("exact")
+    return lookup is not None and lookup.__module__.startswith("django.")
 
 
 def _pristine(query: Query, shape: _Shape) -> bool:
@@ -190,6 +198,8 @@ def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     field = shape.fields.get(lookup[0])
     value = lookup[1]
     if field is None or type(value) not in _VALUE_TYPES or (model, field.attname) in _disabled:
+        return NOT_HANDLED
+    if not _django_exact(field):
         return NOT_HANDLED
     if (
         qs._iterable_class is not ModelIterable
@@ -250,6 +260,23 @@ def _deps(shape: _Shape, field: Any, prepped: object, db: str) -> Deps:
     return {shape.table: frozenset({()})}
 
 
+@dataclass
+class _Read:
+    """One fast get(): what it reads, where, and under which key and plan."""
+
+    qs: QuerySet[Any]
+    model: Any
+    field: Any
+    lookup: tuple[str, object]
+    prepped: object
+    db: str
+    connection: Any
+    key: str
+    plan: Plan
+    deps: Deps
+    timeout: int
+
+
 def _get(
     qs: QuerySet[Any],
     model: Any,
@@ -273,6 +300,7 @@ def _get(
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
     key = f"{prefix}o:{digest.hexdigest()}"
     plan = Plan.build(deps, prefix)
+    read = _Read(qs, model, field, lookup, prepped, db, connection, key, plan, deps, timeout)
     local = local_get and store.healthy()
     seq = local_gets.seq
     if local:
@@ -282,35 +310,20 @@ def _get(
             return _result(model, db, connection, rows)
     probe = store.lookup(key, plan, timeout)
     rows = _decoded(probe, key)
-    if rows is None and probe is not None and use_lock and tx.can_store(connection):
+    hit = rows is not None
+    if not hit and probe is not None and use_lock and tx.can_store(connection):
         token = store.lock_or_wait(key, settings.LOCK_TIMEOUT)
-        if token is None:
+        if token is None:  # someone else computed it meanwhile (or gave up): look again
             probe = store.lookup(key, plan)
             rows = _decoded(probe, key)
+            hit = rows is not None
         else:
             try:
-                rows = _fill(qs, model, field, lookup, db, connection, key, plan, probe, deps,
-                             timeout, wait=True)  # fmt: skip
+                rows = _fill(read, probe, wait=True)  # others wait for this value: ack it
             finally:
                 store.unlock(key, token)
-            return _finish(model, db, connection, rows, key, plan, seq, local, hit=False)
-    if rows is not None:
-        return _finish(model, db, connection, rows, key, plan, seq, local, hit=True)
-    rows = _fill(qs, model, field, lookup, db, connection, key, plan, probe, deps, timeout)
-    return _finish(model, db, connection, rows, key, plan, seq, local, hit=False)
-
-
-def _finish(
-    model: Any,
-    db: str,
-    connection: Any,
-    rows: list[Sequence[Any]],
-    key: str,
-    plan: Plan,
-    seq: int,
-    local: bool,
-    hit: bool,
-) -> Any:
+    if rows is None:
+        rows = _fill(read, probe)
     if local:
         local_gets.put(key, rows, plan.keys, seq)
     cache_read.send(sender=model, func=None, hit=hit)
@@ -327,56 +340,61 @@ def _decoded(probe: Any, key: str) -> list[Sequence[Any]] | None:
         return None
 
 
-def _fill(
-    qs: QuerySet[Any],
-    model: Any,
-    field: Any,
-    lookup: tuple[str, object],
-    db: str,
-    connection: Any,
-    key: str,
-    plan: Plan,
-    probe: Any,
-    deps: Deps,
-    timeout: int,
-    wait: bool = False,
-) -> list[Sequence[Any]]:
+def _fill(read: _Read, probe: Any, wait: bool = False) -> list[Sequence[Any]]:
     """Run the real query (compiled, uncached) and store its raw rows if the walker agrees."""
     from freshcache.queryset import uncached
 
-    tokens = (
-        store.prepare(probe, timeout) if probe is not None and tx.can_store(connection) else None
-    )
-    clone = qs.filter(**{lookup[0]: lookup[1]}).order_by()
+    connection = read.connection
+    can_store = probe is not None and tx.can_store(connection)
+    tokens = store.prepare(probe, read.timeout) if can_store else None
+    clone = read.qs.filter(**{read.lookup[0]: read.lookup[1]}).order_by()
     clone.query.set_limits(high=MAX_GET_RESULTS)
-    compiler = clone.query.get_compiler(using=db)
+    compiler = clone.query.get_compiler(using=read.db)
     with uncached():
         rows = list(chain.from_iterable(compiler.execute_sql(MULTI)))
-    if (model, db) not in _rebuilds:
-        _remember_rebuild(model, db, compiler)
-    if tokens is None:
-        return rows
-    try:
-        walked = query_dependencies(clone.query, max_in=settings.MAX_IN, using=db)
-    except UncacheableQuery:
-        walked = None
-    if walked != deps:
-        _disabled.add((model, field.attname))
-        logger.warning(
-            "freshcache: get(%s=...) on %s is served by the general path from now on: its "
-            "dependencies (%r) differ from the fast path's (%r)",
-            field.name, model._meta.label, walked, deps,
-        )  # fmt: skip
+    if (read.model, read.db) not in _rebuilds:
+        _remember_rebuild(read.model, read.db, compiler)
+    if tokens is None or not _vouched(clone.query, read):
         return rows
     try:
         data = rows_codec().dumps(rows)
     except SerializationError as exc:
-        logger.debug("freshcache: %s not cached: %s", key, exc)
+        logger.debug("freshcache: %s not cached: %s", read.key, exc)
     except Exception as exc:  # a custom codec's bug must not break the read
-        logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
+        logger.warning("freshcache: %s not cached, the serializer failed: %r", read.key, exc)
     else:
-        store.save(key, tokens, data, timeout, plan, wait=wait)
+        store.save(read.key, tokens, data, read.timeout, read.plan, wait=wait,
+                   touch=not probe.touched)  # fmt: skip
     return rows
+
+
+def _vouched(query: Query, read: _Read) -> bool:
+    """Whether the dependency walker computes ``deps`` for the compiled query.
+
+    The fast plan depends only on the field, the database and the value's type (values of the
+    types served here always normalize), so one agreement per such triple is enough; the first
+    disagreement turns the fast path off for the field.
+    """
+    model, field, deps = read.model, read.field, read.deps
+    vouch = (model, field.attname, read.db, type(read.prepped))
+    if vouch in _vouched_for:
+        return True
+    try:
+        walked = query_dependencies(query, max_in=settings.MAX_IN, using=read.db)
+    except UncacheableQuery:
+        walked = None
+    if walked == deps:
+        with _lock:
+            _vouched_for.add(vouch)
+        return True
+    with _lock:
+        _disabled.add((model, field.attname))
+    logger.warning(
+        "freshcache: get(%s=...) on %s is served by the general path from now on: its "
+        "dependencies (%r) differ from the fast path's (%r)",
+        field.name, model._meta.label, walked, deps,
+    )  # fmt: skip
+    return False
 
 
 def _remember_rebuild(model: Any, db: str, compiler: Any) -> _Rebuild:

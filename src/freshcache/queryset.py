@@ -10,6 +10,7 @@ context variable so that nested reads (prefetches inside an iteration) get their
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from django.db.models.sql.constants import MULTI, SINGLE
 
 from freshcache import capture
 from freshcache import transaction as tx
-from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, profile_for, settings
+from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, on_reset, profile_for, settings
 from freshcache.dependencies import query_dependencies
 from freshcache.exceptions import SerializationError, UncacheableQuery
 from freshcache.local import local_gets
@@ -198,6 +199,65 @@ def query_key(prefix: str, sql: str, params: Any, db: str | None, result_type: s
     return f"{prefix}q:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
 
+#: (database, key scope, result shape, SQL, params) -> (plan, value key) or why uncacheable.
+_plans: dict[tuple[str, str | None, str, str, str], tuple[Plan, str] | str] = {}
+_PLANS_MAX = 4096
+_PLAN_TEXT_MAX = 8192
+
+
+@on_reset
+def _forget_plans() -> None:
+    _plans.clear()
+
+
+def _plan_and_key(
+    compiler: Any, result_type: str, sql: str, params: Any
+) -> tuple[Plan, str | None]:
+    """The plan and value key of a compiled read; raises ``UncacheableQuery``.
+
+    Both depend only on the statement (what it reads is what its SQL and parameters say), so
+    they are remembered by it: a repeated read skips the dependency walk and the hashing.
+    """
+    query = compiler.query
+    alias = compiler.connection.alias
+    profile = profile_for(query.model)
+    db = None if profile is None or profile.db_agnostic else alias
+    # Rows are stored after trimming to col_count: two queries sharing SQL but not that shape
+    # must not share a key.
+    extra = getattr(compiler, "has_extra_select", False)
+    shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
+    params = tuple(params)
+    memo = None
+    if _plain(params):
+        text = repr(params)
+        if len(sql) + len(text) <= _PLAN_TEXT_MAX:
+            memo = (alias, db, shape, sql, text)
+            known = _plans.get(memo)
+            if known is not None:
+                if isinstance(known, str):
+                    raise UncacheableQuery(known)
+                return known
+    try:
+        deps = query_dependencies(query, max_in=settings.MAX_IN, using=alias)
+    except UncacheableQuery as exc:
+        if memo is not None:
+            _remember(memo, str(exc))
+        raise
+    prefix = key_prefix(alias, tuple(sorted(deps)))
+    plan = Plan.build(deps, prefix)
+    key = query_key(prefix, sql, params, db, shape)
+    if memo is not None and key is not None:
+        _remember(memo, (plan, key))
+    return plan, key
+
+
+def _remember(memo: tuple[str, str | None, str, str, str], found: tuple[Plan, str] | str) -> None:
+    if len(_plans) >= _PLANS_MAX:
+        with contextlib.suppress(KeyError, StopIteration, RuntimeError):  # a racing thread
+            del _plans[next(iter(_plans))]
+    _plans[memo] = found
+
+
 def _memoize_sql(compiler: Any) -> tuple[str, Any]:
     """Compile once: Django's execute_sql calls as_sql() again on a miss."""
     sql, params = compiler.as_sql()
@@ -285,25 +345,16 @@ def _read(
         capture.poison("a read on a connection with uncommitted writes")
         return execute(compiler, *args, **kwargs)
     try:
-        deps = query_dependencies(query, max_in=settings.MAX_IN, using=connection.alias)
-    except UncacheableQuery as exc:
-        capture.poison(str(exc))
-        return execute(compiler, *args, **kwargs)
-    try:
         sql, params = _memoize_sql(compiler)
     except EmptyResultSet:
         return execute(compiler, *args, **kwargs)  # reads nothing, depends on nothing
-    prefix = key_prefix(connection.alias, tuple(sorted(deps)))
-    plan = Plan.build(deps, prefix)
-    key = None
-    if timeout is not None:
-        profile = profile_for(query.model)
-        db = None if profile is None or profile.db_agnostic else connection.alias
-        # Rows are stored after trimming to col_count: two queries sharing SQL but not that
-        # shape must not share a key.
-        extra = getattr(compiler, "has_extra_select", False)
-        shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
-        key = query_key(prefix, sql, params, db, shape)
+    try:
+        plan, key = _plan_and_key(compiler, result_type, sql, params)
+    except UncacheableQuery as exc:
+        capture.poison(str(exc))
+        return execute(compiler, *args, **kwargs)
+    if timeout is None:
+        key = None
     if key is None or timeout is None:
         # Not cached itself; a capture still needs the stamps, read before the database.
         tokens = store.read_stamps(plan, _CAPTURE_STAMP_TTL) if tx.can_store(connection) else None
@@ -408,7 +459,7 @@ def _miss(
         except Exception as exc:  # a custom codec's bug must not break the read
             logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
         else:
-            if store.save(key, tokens, data, timeout, plan, wait=wait):
+            if store.save(key, tokens, data, timeout, plan, wait=wait, touch=not probe.touched):
                 stored = payload
     cache_read.send(sender=model, func=None, hit=False)
     return result, stored

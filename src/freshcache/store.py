@@ -128,6 +128,8 @@ class Probe:
     data: bytes | None = None
     #: The global epoch exists but was written under another backend generation.
     stale_global: bool = False
+    #: The lookup already made the keys live as long as a value stored now (no touch needed).
+    touched: bool = False
 
     @property
     def hit(self) -> bool:
@@ -177,13 +179,16 @@ class Store(Resilience, DynamicValues):
             return None
         try:
             keys = (key, *plan.keys)
+            touched = False
             if ttl is None:
                 values = self.backend.get_many(keys)
             else:
                 first = 2 + len(plan.registries)
                 base = new_token()
                 seeds = [b"%s.%d" % (base, i) for i in range(len(keys) - first)]
-                values = self.backend.get_many_seeding(keys, first, seeds, ttl + STAMP_MARGIN)
+                values, touched = self.backend.get_many_seeding(
+                    keys, first, seeds, ttl + STAMP_MARGIN
+                )
             screened = self._screen(values[1:], global_first=True)
         except BackendError as exc:
             self._failed(exc)
@@ -191,6 +196,7 @@ class Store(Resilience, DynamicValues):
         if screened is None:
             return None
         probe = Probe(key=key, plan=plan, current=screened[0], stale_global=screened[1])
+        probe.touched = touched
         self._remember_schemes(plan, probe.current)
         raw = values[0]
         if raw is not None:
@@ -266,6 +272,7 @@ class Store(Resilience, DynamicValues):
         ttl: int,
         plan: Plan,
         wait: bool = True,
+        touch: bool = True,
     ) -> bool:
         """Store ``data`` with the tokens read by :meth:`prepare`; False when not stored.
 
@@ -277,7 +284,7 @@ class Store(Resilience, DynamicValues):
             logger.debug("freshcache: %s not cached, %d bytes is over the limit", key, len(payload))
             return False
         try:
-            self.backend.set_many({key: payload}, ttl, touch=plan.keys, wait=wait)
+            self.backend.set_many({key: payload}, ttl, touch=plan.keys if touch else (), wait=wait)
         except BackendError as exc:
             self._failed(exc)
             return False

@@ -82,14 +82,16 @@ class Backend(abc.ABC):
 
     def get_many_seeding(
         self, keys: Sequence[str], first: int, tokens: Sequence[bytes], ttl: int
-    ) -> list[bytes | None]:
-        """``get_many``, and each of ``keys[first:]`` that is missing may be created with its
-        token (``tokens[i - first]``, with a TTL) and read as such, in the same round trip.
+    ) -> tuple[list[bytes | None], bool]:
+        """``get_many``, and in the same round trip: each of ``keys[first:]`` that is missing
+        is created with its token (``tokens[i - first]``) and read as such, and when
+        ``keys[0]`` is missing the others that exist live at least ``ttl`` seconds more.
 
         A miss then finds its stamps in place before it reads the database, which saves
-        ``prepare`` its round trip. Engines that cannot do it in one step just read.
+        ``prepare`` its round trip, and its store need not extend them. The flag says whether
+        the engine did so (the default just reads).
         """
-        return self.get_many(keys)
+        return self.get_many(keys), False
 
     @abc.abstractmethod
     def prepare(

@@ -68,15 +68,22 @@ class LocMemBackend(Backend):
 
     def get_many_seeding(
         self, keys: Sequence[str], first: int, tokens: Sequence[bytes], ttl: int
-    ) -> list[bytes | None]:
+    ) -> tuple[list[bytes | None], bool]:
         now = time.monotonic()
+        expires = now + ttl
         with self._lock:
             values = [self._get(key, now) for key in keys]
-            for i in range(first, len(keys)):
-                if values[i] is None:
+            miss = values[0] is None
+            for i in range(1, len(keys)):
+                current = values[i]
+                if current is not None:
+                    old = self._data[keys[i]][1]
+                    if miss and old is not None and old < expires:
+                        self._data[keys[i]] = (current, expires)
+                elif i >= first:
                     values[i] = tokens[i - first]
-                    self._set(keys[i], tokens[i - first], now + ttl)
-            return values
+                    self._set(keys[i], tokens[i - first], expires)
+            return values, True
 
     def set_many(
         self,

@@ -41,19 +41,34 @@ redis.call('pexpire', KEYS[2], ARGV[2])
 return 1
 """
 
-# MGET, then create each missing stamp (KEYS[ARGV[1]] onwards) with its token: a miss finds its
-# stamps in place without a second round trip. Tokens come from the client (os.urandom).
+# MGET, then create each missing stamp (KEYS[ARGV[1]] onwards) with its token, so that a miss
+# finds its stamps in place without a second round trip; on a miss (no KEYS[1]) also extend the
+# keys the value will depend on to the TTL, so that its store need not. Tokens come from the
+# client (os.urandom).
 _SEED = """
 local values = redis.call('mget', unpack(KEYS))
 local first = tonumber(ARGV[1])
-for i = first, #KEYS do
-  if not values[i] then
-    local token = ARGV[i - first + 3]
-    redis.call('set', KEYS[i], token, 'EX', ARGV[2])
-    values[i] = token
+local ttl = tonumber(ARGV[2])
+local miss = not values[1]
+for i = 2, #KEYS do
+  if values[i] then
+    if miss then
+      local left = redis.call('ttl', KEYS[i])
+      if left >= 0 and left < ttl then redis.call('expire', KEYS[i], ttl) end
+    end
+  elseif i >= first then
+    values[i] = ARGV[i - first + 3]
+    redis.call('set', KEYS[i], values[i], 'EX', ttl)
   end
 end
 return values
+"""
+# Delete the first ARGV[1] keys, then read the others: an invalidation and its registry check.
+_DELETE_AND_GET = """
+local n = tonumber(ARGV[1])
+if n > 0 then redis.call('del', unpack(KEYS, 1, n)) end
+if #KEYS > n then return redis.call('mget', unpack(KEYS, n + 1, #KEYS)) end
+return {}
 """
 #: Past this many keys a lookup is a plain MGET (Lua's unpack has a limit).
 _SEED_MAX_KEYS = 1000
@@ -201,6 +216,7 @@ class RedisBackend(Backend):
         self.client = client
         self._release = client.register_script(_RELEASE)
         self._seed = client.register_script(_SEED)
+        self._delete_and_get = client.register_script(_DELETE_AND_GET)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
         self._watch: PrimaryWatch | None = None
         if track_primary:
@@ -236,18 +252,21 @@ class RedisBackend(Backend):
     @_errors
     def get_many_seeding(
         self, keys: Sequence[str], first: int, tokens: Sequence[bytes], ttl: int
-    ) -> list[bytes | None]:
-        if not self._seeding or len(keys) > _SEED_MAX_KEYS or first >= len(keys):
-            return self.get_many(keys)
+    ) -> tuple[list[bytes | None], bool]:
+        if not self._seeding or len(keys) > _SEED_MAX_KEYS:
+            return self.get_many(keys), False
         try:
-            return cast("list[bytes | None]", self._seed(keys=keys, args=[first + 1, ttl, *tokens]))
+            values = self._seed(keys=keys, args=[first + 1, ttl, *tokens])
         except redis.ResponseError as exc:
-            # Scripts refused (an ACL, a proxy): read, and let prepare create what is missing.
-            logger.warning(
-                "freshcache: Redis refused a script (%s); misses take a round trip more", exc
-            )
-            self._seeding = False
-            return self.get_many(keys)
+            self._scripts_refused(exc)
+            return self.get_many(keys), False
+        return cast("list[bytes | None]", values), True
+
+    def _scripts_refused(self, exc: Exception) -> None:
+        """Scripts refused (an ACL, a proxy): plain commands from now on, one round trip more
+        on a miss."""
+        logger.warning("freshcache: Redis refused a script (%s); using plain commands", exc)
+        self._seeding = False
 
     @_errors
     def set_many(
@@ -362,6 +381,13 @@ class RedisBackend(Backend):
             return []
         if not delete:
             return cast("list[bytes | None]", self.client.mget(keys))
+        if self._seeding and len(delete) + len(keys) <= _SEED_MAX_KEYS:
+            try:
+                values = self._delete_and_get(keys=[*delete, *keys], args=[len(delete)])
+            except redis.ResponseError as exc:
+                self._scripts_refused(exc)
+            else:
+                return cast("list[bytes | None]", values)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(*delete)
         pipe.mget(keys)
