@@ -105,7 +105,7 @@ class Cachalot(Adapter):
 
 class Freshcache(Adapter):
     caches = True
-    key_api = "query_dependencies + as_sql + query_key + Plan.build (internal)"
+    key_api = "as_sql + _plan_and_key (internal; the walk and hashing are remembered by statement)"
 
     def invalidate_model(self, model: type[Model]) -> None:
         from freshcache import invalidate_model
@@ -113,20 +113,14 @@ class Freshcache(Adapter):
         invalidate_model(model)
 
     def cache_key(self, qs: QuerySet[Any]) -> object:
-        # The steps freshcache.queryset.cached_execute_sql takes before its one round trip.
-        from freshcache.conf import key_prefix, profile_for, settings
-        from freshcache.dependencies import query_dependencies
-        from freshcache.queryset import query_key
-        from freshcache.store import Plan
+        # The steps freshcache.queryset._read takes before its one round trip.
+        from django.db.models.sql.constants import MULTI
+
+        from freshcache.queryset import _plan_and_key
 
         compiler = qs.query.get_compiler(qs.db)
-        profile = profile_for(qs.model)
-        deps = query_dependencies(qs.query, max_in=settings.MAX_IN, using=qs.db)
         sql, params = compiler.as_sql()
-        prefix = key_prefix(qs.db, tuple(sorted(deps)))
-        db = None if profile is None or profile.db_agnostic else qs.db
-        key = query_key(prefix, sql, params, db, f"multi:{compiler.col_count}:0")
-        return key, Plan.build(deps, prefix)
+        return _plan_and_key(compiler, MULTI, sql, params)
 
     def decode_floor(self, values: Sequence[bytes | None]) -> object:
         import msgpack

@@ -17,8 +17,9 @@ When the backend has a *generation* (Sentinel, Cluster: the run ids of the prima
 failover or a restart, which can lose acknowledged deletions, everything cached before is invalid.
 
 Read: one MGET of the value and all its stamp keys; valid iff every token matches. Miss: make
-sure the registry lists the schemes and the stamps exist (``SET NX``), then read them, *before*
-the computation, and store the value with the tokens read. A writer deletes, after its commit,
+sure the registry lists the schemes and the stamps exist (created by the lookup itself where the
+engine can, else ``SET NX``), then read them, *before* the computation, and store the value with
+the tokens read (without waiting for the reply when no one waits on a lock for it). A writer deletes, after its commit,
 the stamps its row's old and new values match, and reads the registry in the same round trip to
 catch schemes registered since it looked. Any interleaving leaves a value whose tokens no longer
 match, so it is never served; no check-and-set or multi-key script is needed.
