@@ -103,3 +103,39 @@ def test_save_of_a_row_that_vanished_inserts_it_again(queries: Any) -> None:
     assert Category.objects.filter(title="one").count() == 0
     c.save()  # the UPDATE matches nothing, Django inserts
     assert Category.objects.filter(title="one").count() == 1
+
+
+def test_an_outer_wrapper_that_rewrites_the_statement(queries: Any) -> None:
+    """A SQL commenter appends to every statement: the old values still come back."""
+
+    def commenter(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        return execute(f"{sql} /* app:test */", params, many, context)
+
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(slug="one").pk == c.pk
+    with connection.execute_wrapper(commenter):
+        c.slug = "uno"
+        c.save()
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="one")
+    assert Category.objects.get(slug="uno").pk == c.pk
+
+
+def test_an_outer_wrapper_that_runs_its_own_statement_first(queries: Any) -> None:
+    """Whatever runs before the write on the same cursor: the invalidation is never narrower
+    (here, the whole table when the write's rows did not come back first)."""
+
+    def probe_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(("UPDATE", "DELETE")):
+            context["cursor"].execute("SELECT 1")
+        return execute(sql, params, many, context)
+
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(slug="one").pk == c.pk
+    assert Category.objects.filter(title="one").count() == 1
+    with connection.execute_wrapper(probe_first):
+        c.slug, c.title = "uno", "uno"
+        c.save()
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="one")
+    assert Category.objects.filter(title="one").count() == 0

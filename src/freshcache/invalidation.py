@@ -271,10 +271,13 @@ def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) 
             outcome = run_returning(compiler, run, needed[0], delete)
             if outcome is not None:
                 result, old, new = outcome
+                table = query.model._meta.db_table
+                if old is None or new is None:  # the old values did not come back
+                    request(using, [TableChange(table=table, whole_table=True)])
+                    return result
                 fields, columns = needed
                 rows = [_normalized(model, fields, row) for row in (*old, *new)]
-                request(using, [TableChange(table=query.model._meta.db_table, rows=rows,
-                                            columns=columns)])  # fmt: skip
+                request(using, [TableChange(table=table, rows=rows, columns=columns)])
                 return result
     connection = connections[using]
     if (

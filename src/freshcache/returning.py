@@ -28,7 +28,9 @@ from django.db.models.sql.where import AND
 
 __all__ = ["Returned", "pinned_rows", "run_returning"]
 
-Returned = tuple[Any, list[tuple[Any, ...]], list[tuple[Any, ...]]]
+#: (the statement's result, old rows, new rows); rows are None when the statement did not
+#: return what was asked (the caller then invalidates the whole table).
+Returned = tuple[Any, list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None]
 
 _OLD = "__freshcache_old"
 _converters: dict[tuple[int, str], tuple[Any, list[Any], Any]] = {}
@@ -68,8 +70,15 @@ def run_returning(
         return None
     qn = connection.ops.quote_name
     table = qn(query.model._meta.db_table)
+    # Returned columns get names of their own: the cursor's description then tells this
+    # statement's rows from those of anything else run on the cursor.
+    names = [f"__freshcache_o{i}" for i in range(len(fields))]
+    if not delete:
+        names += [f"__freshcache_n{i}" for i in range(len(fields))]
     if delete:
-        rewritten = f"{sql} RETURNING " + ", ".join(f"{table}.{qn(f.column)}" for f in fields)
+        rewritten = f"{sql} RETURNING " + ", ".join(
+            f"{table}.{qn(f.column)} AS {qn(name)}" for f, name in zip(fields, names, strict=True)
+        )
         new_params = tuple(params)
     else:
         split = _split_update(compiler, sql, params)
@@ -81,24 +90,27 @@ def run_returning(
         picked = ", ".join(
             f"{table}.{qn(f.column)} AS {a}" for f, a in zip(fields, aliases, strict=True)
         )
+        returning = [f"{old}.{a}" for a in aliases] + [f"{table}.{qn(f.column)}" for f in fields]
         rewritten = (
             f"{head} FROM (SELECT {picked} FROM {table} WHERE {where_sql} FOR UPDATE) AS {old} "
             f"WHERE {table}.{qn(fields[0].column)} = {old}.{aliases[0]} RETURNING "
-            + ", ".join(f"{old}.{a}" for a in aliases)
-            + ", "
-            + ", ".join(f"{table}.{qn(f.column)}" for f in fields)
+            + ", ".join(f"{r} AS {qn(name)}" for r, name in zip(returning, names, strict=True))
         )
         new_params = (*set_params, *where_params)
 
     def as_sql(*args: Any, **kwargs: Any) -> Any:
         return rewritten, new_params
 
-    returned: list[tuple[Any, ...]] = []
+    returned: list[list[tuple[Any, ...]]] = []
 
     def catch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        # Innermost wrapper: it sees the statement as sent, whatever outer wrappers (a SQL
+        # commenter...) made of the text; the column names tell it from anything else.
         result = execute(sql, params, many, context)
-        if sql is rewritten:
-            returned.extend(context["cursor"].fetchall())
+        cursor = context["cursor"]
+        description = cursor.description
+        if description and [getattr(d, "name", d[0]) for d in description] == names:
+            returned.append(cursor.fetchall())
         return result
 
     compiler.as_sql = as_sql
@@ -107,9 +119,11 @@ def run_returning(
             result = run()
     finally:
         del compiler.as_sql
+    if len(returned) != 1:
+        return result, None, None
     n = len(fields)
-    old_rows = [_converted(connection, fields, row[:n]) for row in returned]
-    new_rows = [] if delete else [_converted(connection, fields, row[n:]) for row in returned]
+    old_rows = [_converted(connection, fields, row[:n]) for row in returned[0]]
+    new_rows = [] if delete else [_converted(connection, fields, row[n:]) for row in returned[0]]
     return result, old_rows, new_rows
 
 

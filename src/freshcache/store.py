@@ -19,10 +19,11 @@ failover or a restart, which can lose acknowledged deletions, everything cached 
 Read: one MGET of the value and all its stamp keys; valid iff every token matches. Miss: make
 sure the registry lists the schemes and the stamps exist (created by the lookup itself where the
 engine can, else ``SET NX``), then read them, *before* the computation, and store the value with
-the tokens read (without waiting for the reply when no one waits on a lock for it). A writer deletes, after its commit,
-the stamps its row's old and new values match, and reads the registry in the same round trip to
-catch schemes registered since it looked. Any interleaving leaves a value whose tokens no longer
-match, so it is never served; no check-and-set or multi-key script is needed.
+the tokens read (without waiting for the reply when no one waits on a lock for it). A writer
+deletes, after its commit, the stamps its row's old and new values match, and reads the registry
+in the same round trip to catch schemes registered since it looked. Any interleaving leaves a
+value whose tokens no longer match, so it is never served; no check-and-set is needed (the
+scripts an engine may use only save round trips).
 """
 
 from __future__ import annotations
