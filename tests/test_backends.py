@@ -14,6 +14,7 @@ from freshcache.backends.locmem import LocMemBackend
 from freshcache.backends.redis import RedisBackend, make_client
 from freshcache.exceptions import ImproperlyConfigured
 
+from .conftest import REDIS_URL, flush_test_redis
 from .test_store import expire_now
 
 
@@ -111,7 +112,9 @@ def test_set_many_without_waiting_is_seen_by_the_next_read(any_backend: Backend)
     any_backend.set_many({"stamp": b"s"}, 10)
     for i in range(50):
         any_backend.set_many({f"k{i}": b"%d" % i}, 60, touch=["stamp"], wait=False)
-        assert any_backend.get_many([f"k{i}"]) == [b"%d" % i]
+        # A lookup (what reads a value back) from the same thread sees the write.
+        got, _ = any_backend.get_many_seeding([f"k{i}"], 1, [], 60)
+        assert got == [b"%d" % i]
     if isinstance(any_backend, RedisBackend) and any_backend.name == "redis":
         assert any_backend._skip_replies is True
         assert 10 < any_backend.client.ttl("stamp") <= 60
@@ -219,3 +222,43 @@ def test_sentinel_config_builds_a_managed_client() -> None:
 def test_bad_url_is_a_clear_error() -> None:
     with pytest.raises(ImproperlyConfigured, match="FRESHCACHE_REDIS"):
         make_client("http://example.invalid/")
+
+
+def test_hot_path_connections_go_back_to_the_pool_when_threads_end() -> None:
+    import gc
+    import threading
+
+    flush_test_redis()
+    backend = RedisBackend(redis.Redis.from_url(REDIS_URL))
+    pool = backend.client.connection_pool
+
+    def lookup() -> None:
+        backend.get_many_seeding(["v", "s"], 1, [b"t"], 60)
+
+    threads = [threading.Thread(target=lookup) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gc.collect()
+    assert not pool._in_use_connections  # each thread's connection was handed back
+    lookup()
+    assert len(pool._in_use_connections) == 1  # this thread keeps its own
+    backend.close()
+
+
+def test_a_reply_that_is_not_the_lookups_own_is_never_used() -> None:
+    """A stray reply on the connection (what a server ignoring CLIENT REPLY SKIP would leave)
+    makes the lookup fail as a backend error, never read someone else's answer; the next
+    lookup runs on a new connection."""
+    from freshcache.exceptions import BackendError
+
+    flush_test_redis()
+    backend = RedisBackend(redis.Redis.from_url(REDIS_URL))
+    backend.set_many({"v": b"value"}, 60)
+    backend._pinned._connection().send_command("GET", "v")  # its reply is left unread
+    with pytest.raises(BackendError, match="not its own"):
+        backend.get_many_seeding(["other", "s"], 1, [b"t"], 60)
+    got, _ = backend.get_many_seeding(["v", "s"], 1, [b"t"], 60)
+    assert got[0] == b"value"
+    backend.close()

@@ -23,6 +23,7 @@ import redis
 from django.utils.module_loading import import_string
 
 from freshcache.backends.base import Backend, options, wrap_errors
+from freshcache.backends.pinned import PinnedConnections
 from freshcache.exceptions import ImproperlyConfigured
 
 __all__ = ["PrimaryWatch", "RedisBackend", "make_client"]
@@ -44,7 +45,7 @@ return 1
 # MGET, then create each missing stamp (KEYS[ARGV[1]] onwards) with its token, so that a miss
 # finds its stamps in place without a second round trip; on a miss (no KEYS[1]) also extend the
 # keys the value will depend on to the TTL, so that its store need not. Tokens come from the
-# client (os.urandom).
+# client (os.urandom). The reply starts with KEYS[1]: the caller checks it is its own.
 _SEED = """
 local values = redis.call('mget', unpack(KEYS))
 local first = tonumber(ARGV[1])
@@ -61,14 +62,18 @@ for i = 2, #KEYS do
     redis.call('set', KEYS[i], values[i], 'EX', ttl)
   end
 end
+table.insert(values, 1, KEYS[1])
 return values
 """
 # Delete the first ARGV[1] keys, then read the others: an invalidation and its registry check.
+# The reply starts with KEYS[1], as the lookup's does.
 _DELETE_AND_GET = """
 local n = tonumber(ARGV[1])
 if n > 0 then redis.call('del', unpack(KEYS, 1, n)) end
-if #KEYS > n then return redis.call('mget', unpack(KEYS, n + 1, #KEYS)) end
-return {}
+local values = {}
+if #KEYS > n then values = redis.call('mget', unpack(KEYS, n + 1, #KEYS)) end
+table.insert(values, 1, KEYS[1])
+return values
 """
 #: Past this many keys a lookup is a plain MGET (Lua's unpack has a limit).
 _SEED_MAX_KEYS = 1000
@@ -216,6 +221,7 @@ class RedisBackend(Backend):
         self.client = client
         self._release = client.register_script(_RELEASE)
         self._seed = client.register_script(_SEED)
+        self._pinned = PinnedConnections(client)
         self._delete_and_get = client.register_script(_DELETE_AND_GET)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
         self._watch: PrimaryWatch | None = None
@@ -256,11 +262,28 @@ class RedisBackend(Backend):
         if not self._seeding or len(keys) > _SEED_MAX_KEYS:
             return self.get_many(keys), False
         try:
-            values = self._seed(keys=keys, args=[first + 1, ttl, *tokens])
+            values = self._script(self._seed, _SEED, keys, [first + 1, ttl, *tokens])
         except redis.ResponseError as exc:
             self._scripts_refused(exc)
             return self.get_many(keys), False
-        return cast("list[bytes | None]", values), True
+        return values, True
+
+    def _script(
+        self, script: Any, source: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[bytes | None]:
+        """Run one of our scripts on this thread's connection (loading it if the server lost
+        it); its reply starts with ``keys[0]``, checked so that a reply that is not this call's
+        can never be taken for it."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            reply = self._pinned.command(*command)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(source)
+            reply = self._pinned.command(*command)
+        if not reply or reply[0] != keys[0].encode():
+            self._pinned.drop()
+            raise redis.ConnectionError("a script call read a reply that was not its own")
+        return cast("list[bytes | None]", reply[1:])
 
     def _scripts_refused(self, exc: Exception) -> None:
         """Scripts refused (an ACL, a proxy): plain commands from now on, one round trip more
@@ -283,7 +306,7 @@ class RedisBackend(Backend):
             if self._expire_gt:
                 for key in touch:
                     commands += [_SKIP, ("EXPIRE", key, ttl, "GT")]
-            self._send_only(commands)
+            self._pinned.send_only(commands)
             return
         pipe = self.client.pipeline(transaction=False)
         for key, value in mapping.items():
@@ -345,20 +368,6 @@ class RedisBackend(Backend):
                 self.client.connection_pool.release(connection)
         return self._skip_replies
 
-    def _send_only(self, commands: Sequence[tuple[Any, ...]]) -> None:
-        """Write commands that the server will not answer, and hand the connection back.
-
-        The pool gives a thread back the connection it released last, so this thread's next
-        command queues behind these writes on the same socket."""
-        connection = self._connection()
-        try:
-            connection.send_packed_command(connection.pack_commands(commands))
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            self.client.connection_pool.release(connection)
-
     def _connection(self) -> Any:
         pool = self.client.connection_pool
         try:
@@ -383,11 +392,10 @@ class RedisBackend(Backend):
             return cast("list[bytes | None]", self.client.mget(keys))
         if self._seeding and len(delete) + len(keys) <= _SEED_MAX_KEYS:
             try:
-                values = self._delete_and_get(keys=[*delete, *keys], args=[len(delete)])
+                return self._script(self._delete_and_get, _DELETE_AND_GET, [*delete, *keys],
+                                    [len(delete)])  # fmt: skip
             except redis.ResponseError as exc:
                 self._scripts_refused(exc)
-            else:
-                return cast("list[bytes | None]", values)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(*delete)
         pipe.mget(keys)
