@@ -166,13 +166,21 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
 def capture_reads() -> Iterator[list[str]]:
     """Record the keys of every GET/MGET (or lookup script) any redis-py client sends meanwhile,
     cluster clients and their pipelines included (a cluster pipeline queues its commands
-    through its own ``execute_command``)."""
+    through its own ``execute_command``), and freshcache's per-thread connections."""
     import redis
     from redis.cluster import ClusterPipeline, RedisCluster
 
     keys: list[str] = []
     classes: list[Any] = [redis.Redis, RedisCluster, ClusterPipeline]
-    originals = [cls.__dict__["execute_command"] for cls in classes]
+    methods = ["execute_command"] * len(classes)
+    try:  # freshcache's hot path talks to its own per-thread connection
+        from freshcache.backends.pinned import PinnedConnections
+    except ImportError:
+        pass
+    else:
+        classes.append(PinnedConnections)
+        methods.append("command")
+    originals = [cls.__dict__[m] for cls, m in zip(classes, methods, strict=True)]
 
     def spy_on(original: Callable[..., Any]) -> Callable[..., Any]:
         def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -185,13 +193,13 @@ def capture_reads() -> Iterator[list[str]]:
 
         return spy
 
-    for cls, original in zip(classes, originals, strict=True):
-        cls.execute_command = spy_on(original)
+    for cls, method, original in zip(classes, methods, originals, strict=True):
+        setattr(cls, method, spy_on(original))
     try:
         yield keys
     finally:
-        for cls, original in zip(classes, originals, strict=True):
-            cls.execute_command = original
+        for cls, method, original in zip(classes, methods, originals, strict=True):
+            setattr(cls, method, original)
 
 
 def time_op(op: Op, start: int, iterations: int, warmup: int) -> list[int]:
