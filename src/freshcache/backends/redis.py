@@ -221,7 +221,9 @@ class RedisBackend(Backend):
         self.client = client
         self._release = client.register_script(_RELEASE)
         self._seed = client.register_script(_SEED)
-        self._pinned = PinnedConnections(client)
+        # Under Sentinel every command goes through the pool, which retires connections to a
+        # demoted primary; a thread's pinned connection would outlive a failover.
+        self._pinned = None if track_primary else PinnedConnections(client)
         self._delete_and_get = client.register_script(_DELETE_AND_GET)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
         self._watch: PrimaryWatch | None = None
@@ -274,14 +276,19 @@ class RedisBackend(Backend):
         """Run one of our scripts on this thread's connection (loading it if the server lost
         it); its reply starts with ``keys[0]``, checked so that a reply that is not this call's
         can never be taken for it."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            reply = self._pinned.command(*command)
-        except redis.exceptions.NoScriptError:
-            self.client.script_load(source)
-            reply = self._pinned.command(*command)
+        pinned = self._pinned
+        if pinned is None:
+            reply = script(keys=keys, args=args)
+        else:
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            try:
+                reply = pinned.command(*command)
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(source)
+                reply = pinned.command(*command)
         if not reply or reply[0] != keys[0].encode():
-            self._pinned.drop()
+            if pinned is not None:
+                pinned.drop()
             raise redis.ConnectionError("a script call read a reply that was not its own")
         return cast("list[bytes | None]", reply[1:])
 
@@ -306,7 +313,10 @@ class RedisBackend(Backend):
             if self._expire_gt:
                 for key in touch:
                     commands += [_SKIP, ("EXPIRE", key, ttl, "GT")]
-            self._pinned.send_only(commands)
+            if self._pinned is not None:
+                self._pinned.send_only(commands)
+            else:
+                self._send_only(commands)
             return
         pipe = self.client.pipeline(transaction=False)
         for key, value in mapping.items():
@@ -367,6 +377,18 @@ class RedisBackend(Backend):
             finally:
                 self.client.connection_pool.release(connection)
         return self._skip_replies
+
+    def _send_only(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        """Unanswered writes on a pooled connection, handed straight back (the pool gives a
+        thread back the connection it released last, so its next command queues behind)."""
+        connection = self._connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self.client.connection_pool.release(connection)
 
     def _connection(self) -> Any:
         pool = self.client.connection_pool
