@@ -104,16 +104,12 @@ def fast_get_scope(method: Callable[..., Any]) -> Callable[..., Any]:
 
     from freshcache.fastget import NOT_HANDLED, try_get
 
+    general = get_scope(method)
+
     @functools.wraps(method)
     def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
         found = try_get(self, args, kwargs)
-        if found is not NOT_HANDLED:
-            return found
-        token = _pending_get.set(True)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            _pending_get.reset(token)
+        return general(self, *args, **kwargs) if found is NOT_HANDLED else found
 
     return wrapper
 

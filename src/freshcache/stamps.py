@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import os
 import uuid
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "Conj",
     "column_value",
     "field_info",
+    "new_token",
     "normalize",
     "row_conj_values",
     "row_stamp_keys",
@@ -178,6 +180,11 @@ def _encode(value: Hashable) -> str:
     if tag in "Dat":
         return tag + v.isoformat()
     return tag + (v.hex if tag == "u" else repr(v) if tag == "f" else str(v))
+
+
+def new_token() -> bytes:
+    """A stamp's (or a lock's) value: random, so that a re-created key never matches an old one."""
+    return os.urandom(9).hex().encode()
 
 
 def stamp_key(prefix: str, table: str, conj: Conj) -> str:

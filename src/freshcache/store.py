@@ -29,7 +29,6 @@ scripts an engine may use only save round trips).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -45,8 +44,9 @@ from freshcache.dependencies import Deps
 from freshcache.dynamic import DynamicValues
 from freshcache.exceptions import BackendError, PayloadError, SerializationError
 from freshcache.local import publish
+from freshcache.locks import DogPileLocks
 from freshcache.resilience import GEN_SEP, Resilience
-from freshcache.stamps import Conj, row_stamp_keys, scheme, stamp_key
+from freshcache.stamps import Conj, new_token, row_stamp_keys, scheme, stamp_key
 
 __all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
 
@@ -56,15 +56,6 @@ T = TypeVar("T")
 #: Stamps outlive the values that use them by this many seconds.
 STAMP_MARGIN = 60
 _SCHEME_SEP = b";"
-
-
-def new_token() -> bytes:
-    return os.urandom(9).hex().encode()
-
-
-def lock_key(key: str) -> str:
-    """The lock of a value key; the braces make it and its signal share a cluster slot."""
-    return f"{key}:lock{{{key.rsplit(':', 1)[-1]}}}"
 
 
 def parse_registry(raw: bytes | None) -> tuple[bytes, frozenset[str]] | None:
@@ -153,7 +144,7 @@ class TableChange:
     whole_table: bool = False
 
 
-class Store(Resilience, DynamicValues):
+class Store(Resilience, DynamicValues, DogPileLocks):
     """The protocol on top of a backend, with degrade-on-failure handled in one place."""
 
     def __init__(self, backend: Callable[[], Backend] = get_backend) -> None:
@@ -337,43 +328,6 @@ class Store(Resilience, DynamicValues):
     def tokens_of(self, probe: Probe) -> list[bytes] | None:
         """The tokens a probe saw (those a hit was validated against)."""
         return self._tokens(probe.plan, probe.current)
-
-    # -- the dog-pile lock --------------------------------------------------------------------
-
-    def lock_or_wait(self, key: str, timeout: float) -> bytes | None:
-        """Become the one that computes ``key`` (returns the lock token to release), or wait
-        for whoever is (returns None: look the value up again, compute if still missing).
-
-        Waiting blocks on the backend and ends when the holder releases, when its lock
-        expires (a crashed holder), or after ``timeout`` seconds, whichever comes first.
-        """
-        lock = lock_key(key)
-        token = new_token()
-        try:
-            acquired, holder, left = self.backend.lock_acquire(lock, token, int(timeout * 1000))
-            if acquired or holder is None:
-                return token if acquired else None
-            self.backend.lock_wait(lock, holder, min(timeout, left / 1000))
-        except BackendError as exc:
-            self._failed(exc)
-        return None
-
-    def unlock(self, key: str, token: bytes) -> None:
-        try:
-            self.backend.lock_release(lock_key(key), token)
-        except BackendError as exc:
-            self._failed(exc)
-
-    def try_lock(self, key: str, timeout: float) -> bytes | None:
-        """Take the dog-pile lock of ``key`` without waiting: the token to release, or None
-        when another caller holds it (or the backend failed)."""
-        token = new_token()
-        try:
-            acquired, _, _ = self.backend.lock_acquire(lock_key(key), token, int(timeout * 1000))
-        except BackendError as exc:
-            self._failed(exc)
-            return None
-        return token if acquired else None
 
     def delete(self, keys: Sequence[str]) -> None:
         try:

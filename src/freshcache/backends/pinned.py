@@ -26,9 +26,19 @@ from typing import Any
 
 import redis
 
-__all__ = ["PinnedConnections"]
+__all__ = ["PinnedConnections", "send_unanswered"]
 
 _RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def send_unanswered(connection: Any, commands: Sequence[tuple[Any, ...]]) -> None:
+    """Write commands the server will not answer; a connection the write broke is closed, so
+    that no half-sent command is ever followed by another."""
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+    except BaseException:
+        connection.disconnect()
+        raise
 
 
 class _Holder:
@@ -85,12 +95,7 @@ class PinnedConnections:
 
     def send_only(self, commands: Sequence[tuple[Any, ...]]) -> None:
         """Write commands the server will not answer (each behind ``CLIENT REPLY SKIP``)."""
-        connection = self._connection()
-        try:
-            connection.send_packed_command(connection.pack_commands(commands))
-        except BaseException:
-            connection.disconnect()
-            raise
+        send_unanswered(self._connection(), commands)
 
     def drop(self) -> None:
         """Close this thread's connection (it may hold an unread reply) and forget it: the next

@@ -23,7 +23,7 @@ import redis
 from django.utils.module_loading import import_string
 
 from freshcache.backends.base import Backend, options, wrap_errors
-from freshcache.backends.pinned import PinnedConnections
+from freshcache.backends.pinned import PinnedConnections, send_unanswered
 from freshcache.exceptions import ImproperlyConfigured
 
 __all__ = ["PrimaryWatch", "RedisBackend", "make_client"]
@@ -383,10 +383,7 @@ class RedisBackend(Backend):
         thread back the connection it released last, so its next command queues behind)."""
         connection = self._connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
-        except BaseException:
-            connection.disconnect()
-            raise
+            send_unanswered(connection, commands)
         finally:
             self.client.connection_pool.release(connection)
 
