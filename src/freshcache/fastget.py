@@ -40,7 +40,7 @@ from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 from django.db.models.sql.constants import MULTI
 from django.db.models.sql.query import Query
 
-from freshcache import capture
+from freshcache import capture, rebuild
 from freshcache import transaction as tx
 from freshcache.conf import key_prefix, on_reset, profile_for, settings
 from freshcache.dependencies import Deps, query_dependencies, text_exact
@@ -51,7 +51,7 @@ from freshcache.signals import cache_read
 from freshcache.stamps import UNKNOWN, column_value, field_info
 from freshcache.store import Plan, store
 
-__all__ = ["NOT_HANDLED", "try_get"]
+__all__ = ["NOT_HANDLED", "pristine", "shape_of", "try_get"]
 
 logger = logging.getLogger("freshcache")
 
@@ -79,16 +79,7 @@ class _Shape:
     columns: str
 
 
-@dataclass(frozen=True)
-class _Rebuild:
-    """How raw rows become instances on one database: the ORM's converters and init list."""
-
-    init_list: tuple[str, ...]
-    converters: tuple[tuple[int, tuple[Any, ...], Any], ...]
-
-
 _shapes: dict[type, _Shape | None] = {}
-_rebuilds: dict[tuple[type, str], _Rebuild] = {}
 _qs_classes: dict[type, bool] = {}
 _disabled: set[tuple[type, str]] = set()
 _vouched_for: set[tuple[type, str, str, type]] = set()
@@ -99,12 +90,11 @@ _lock = threading.Lock()
 def _forget() -> None:
     with _lock:
         _shapes.clear()
-        _rebuilds.clear()
         _disabled.clear()
         _vouched_for.clear()
 
 
-def _shape(model: type) -> _Shape | None:
+def shape_of(model: type) -> _Shape | None:
     try:
         return _shapes[model]
     except KeyError:
@@ -150,7 +140,7 @@ def _django_exact(field: Any) -> bool:
     return lookup is not None and lookup.__module__.startswith("django.")
 
 
-def _pristine(query: Query, shape: _Shape) -> bool:
+def pristine(query: Query, shape: _Shape) -> bool:
     """Whether ``query`` is a fresh ``Query(model)``: the same instance state, where an attribute
     a clone sets to its class default counts as unset."""
     state = vars(query)
@@ -192,7 +182,7 @@ def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     if lookup is None:
         return NOT_HANDLED
     model = qs.model
-    shape = _shape(model)
+    shape = shape_of(model)
     if shape is None:
         return NOT_HANDLED
     field = shape.fields.get(lookup[0])
@@ -210,10 +200,11 @@ def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         or qs._defer_next_filter
         or qs._deferred_filter is not None
         or not _ours(type(qs))
+        or not rebuild.supported(qs)
     ):
         return NOT_HANDLED
     query = qs.query
-    if not _pristine(query, shape):
+    if not pristine(query, shape):
         return NOT_HANDLED
     policy = _policy(model, query)
     if policy is None or capture.active():
@@ -307,7 +298,7 @@ def _get(
         rows = local_gets.get(key)
         if rows is not None:
             cache_read.send(sender=model, func=None, hit=True)
-            return _result(model, db, connection, rows)
+            return _result(model, qs, db, connection, rows)
     probe = store.lookup(key, plan, timeout)
     rows = _decoded(probe, key)
     hit = rows is not None
@@ -327,7 +318,7 @@ def _get(
     if local:
         local_gets.put(key, rows, plan.keys, seq)
     cache_read.send(sender=model, func=None, hit=hit)
-    return _result(model, db, connection, rows)
+    return _result(model, qs, db, connection, rows)
 
 
 def _decoded(probe: Any, key: str) -> list[Sequence[Any]] | None:
@@ -352,8 +343,7 @@ def _fill(read: _Read, probe: Any, wait: bool = False) -> list[Sequence[Any]]:
     compiler = clone.query.get_compiler(using=read.db)
     with uncached():
         rows = list(chain.from_iterable(compiler.execute_sql(MULTI)))
-    if (read.model, read.db) not in _rebuilds:
-        _remember_rebuild(read.model, read.db, compiler)
+    rebuild.learn(read.model, read.db, compiler)
     if tokens is None or not _vouched(clone.query, read):
         return rows
     try:
@@ -397,45 +387,12 @@ def _vouched(query: Query, read: _Read) -> bool:
     return False
 
 
-def _remember_rebuild(model: Any, db: str, compiler: Any) -> _Rebuild:
-    select = compiler.select
-    klass_info = compiler.klass_info
-    fields = klass_info["select_fields"]
-    start, end = fields[0], fields[-1] + 1
-    init_list = tuple(s[0].target.attname for s in select[start:end])
-    expressions = [s[0] for s in select[: compiler.col_count]]
-    converters = tuple(
-        (pos, tuple(convs), expression)
-        for pos, (convs, expression) in compiler.get_converters(expressions).items()
-    )
-    rebuild = _Rebuild(init_list, converters)
-    with _lock:
-        _rebuilds[(model, db)] = rebuild
-    return rebuild
-
-
-def _rebuild_for(model: Any, db: str) -> _Rebuild:
-    rebuild = _rebuilds.get((model, db))
-    if rebuild is None:
-        compiler = Query(model).get_compiler(using=db)
-        compiler.setup_query()
-        rebuild = _remember_rebuild(model, db, compiler)
-    return rebuild
-
-
-def _result(model: Any, db: str, connection: Any, rows: list[Sequence[Any]]) -> Any:
+def _result(
+    model: Any, qs: QuerySet[Any], db: str, connection: Any, rows: list[Sequence[Any]]
+) -> Any:
     num = len(rows)
     if num == 1:
-        rebuild = _rebuild_for(model, db)
-        row = rows[0]
-        if rebuild.converters:
-            row = list(row)
-            for pos, convs, expression in rebuild.converters:
-                value = row[pos]
-                for convert in convs:
-                    value = convert(value, expression, connection)
-                row[pos] = value
-        return model.from_db(db, rebuild.init_list, row)
+        return rebuild.instances(model, db, connection, rows, qs)[0]
     name = model._meta.object_name
     if not num:
         raise model.DoesNotExist(f"{name} matching query does not exist.")

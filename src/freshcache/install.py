@@ -29,7 +29,7 @@ from django.db.models.manager import BaseManager
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI
 
-from freshcache import capture, invalidation, queryset, rawsql
+from freshcache import capture, chains, invalidation, queryset, rawsql
 from freshcache import transaction as tx
 
 __all__ = ["install", "installed", "uninstall"]
@@ -193,8 +193,11 @@ def install() -> None:
     _wrap(QuerySet, "get", queryset.fast_get_scope)
     for name in ("first", "last"):
         _wrap(QuerySet, name, queryset.get_scope)
-    for name, op in (("count", "count"), ("aggregate", "aggregate"), ("exists", "exists")):
-        _wrap(QuerySet, name, functools.partial(_op_scope, op=op))
+    _wrap(QuerySet, "aggregate", functools.partial(_op_scope, op="aggregate"))
+    for name in ("count", "exists"):
+        _wrap(QuerySet, name, functools.partial(queryset.chain_op_scope, op=name))
+    for name in ("filter", "exclude", "order_by", "all", "__getitem__"):
+        _wrap(QuerySet, name, chains.recording(name))
     _add(QuerySet, "cache", queryset.cache)
     _add(QuerySet, "nocache", queryset.nocache)
     _add(QuerySet, "invalidated_update", invalidation.invalidated_update)

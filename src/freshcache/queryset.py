@@ -124,9 +124,28 @@ def uncached() -> Iterator[None]:
         _current.reset(token)
 
 
+def chain_op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
+    """count()/exists(): as op_scope, served by :mod:`freshcache.chains` when it knows the key."""
+    import functools
+
+    from freshcache import chains
+
+    @functools.wraps(method)
+    def wrapper(self: QuerySet[Any]) -> Any:
+        token = _current.set((op, options_of(self)))
+        try:
+            return chains.read(self, op, lambda: method(self))
+        finally:
+            _current.reset(token)
+
+    return wrapper
+
+
 def fetch_scope(method: Callable[..., Any]) -> Callable[..., Any]:
     """_fetch_all(): a ``fetch``, or the ``get`` a surrounding get() announced."""
     import functools
+
+    from freshcache import chains
 
     @functools.wraps(method)
     def wrapper(self: QuerySet[Any]) -> Any:
@@ -136,7 +155,7 @@ def fetch_scope(method: Callable[..., Any]) -> Callable[..., Any]:
         token_pending = _pending_get.set(False)
         token = _current.set((op, options_of(self)))
         try:
-            return method(self)
+            return chains.read(self, op, lambda: method(self))
         finally:
             _current.reset(token)
             _pending_get.reset(token_pending)
@@ -276,11 +295,15 @@ def _cache_policy(
     scope = _current.get()
     if scope is None or chunked_fetch or result_type not in (MULTI, SINGLE):
         return None
-    op, options = scope
     query = compiler.query
     if query.model is None or query.select_for_update:
         return None
-    profile = profile_for(query.model)
+    return policy_for(query.model, *scope)
+
+
+def policy_for(model: Any, op: str, options: CacheOptions | None) -> tuple[int, bool, bool] | None:
+    """The policy of an ``op`` read of ``model`` under ``.cache()`` options, from its profile."""
+    profile = profile_for(model)
     if profile is None:
         return None
     ops = options.ops if options is not None else profile.ops
@@ -294,6 +317,23 @@ def _cache_policy(
         if options.lock is not None:
             lock = options.lock
     return (timeout, lock, op == "get" and profile.local_get) if timeout else None
+
+
+@dataclass
+class Learned:
+    """What a read's general path computed, for :mod:`freshcache.chains` to remember."""
+
+    compiler: Any
+    result_type: str
+    plan: Plan
+    key: str
+
+
+#: Set by a fast read that wants the next cacheable read's plan and key (its own, compiled).
+learning: ContextVar[list[Learned] | None] = ContextVar("freshcache_learning", default=None)
+#: (key, probe) a fast read already looked up and missed: the general path reuses the probe
+#: instead of a second round trip.
+probed: ContextVar[tuple[str, Any] | None] = ContextVar("freshcache_probed", default=None)
 
 
 #: Stamps read only for a capture live at least this long (a stored value extends them).
@@ -357,6 +397,9 @@ def _read(
         _record(plan, tokens)
         return execute(compiler, *args, **kwargs)
     model = query.model
+    slot = learning.get()
+    if slot is not None:
+        slot.append(Learned(compiler, result_type, plan, key))
     # Nothing from memory while this process owes invalidations (an outage, a partition).
     local = bool(policy and policy[2]) and not captures and store.healthy()
     seq = local_gets.seq
@@ -365,7 +408,12 @@ def _read(
         if rows is not None:
             cache_read.send(sender=model, func=None, hit=True)
             return [rows] if result_type == MULTI else rows
-    probe = store.lookup(key, plan, timeout)
+    earlier = probed.get()
+    if earlier is not None and earlier[0] == key:
+        probed.set(None)
+        probe = earlier[1]
+    else:
+        probe = store.lookup(key, plan, timeout)
     hit = _served(probe, plan, key, result_type, captures, model)
     if hit is not _MISS:
         if local:

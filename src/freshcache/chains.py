@@ -1,0 +1,442 @@
+"""Reads of ``filter()``/``exclude()``/``order_by()``/slice chains served without compiling SQL.
+
+The general read path keys a value by its compiled SQL, so a hit pays for the SQL compiler
+(and, for ``count()``, for building the aggregation query) before its one round trip. Yet a
+queryset made from a fresh one by a few plain method calls is fully described by those calls:
+``Item.objects.filter(category_id=3).order_by("id")[:20]`` is the same statement every time it is
+built, in one process, on one database. So the QuerySet methods below record what they were
+called with, and a read of a recorded chain looks the chain up in a per-process memo of what the
+general path computed for it (plan and key), learned from that path on the chain's first read.
+Fast and general reads therefore share keys, values and invalidation; the chain only saves the
+compilation that would reproduce a key already known.
+
+What makes a chain a faithful name for its statement, checked rather than hoped for:
+
+* it starts from a queryset whose ``Query`` is exactly a fresh ``Query(model)`` (as
+  :mod:`freshcache.fastget` checks), on a QuerySet class that does not override how filters are
+  applied or querysets cloned;
+* every step is recorded from the arguments Django's own method received, with values of a few
+  plain types, type-tagged (``1``, ``True`` and ``1.0`` never meet); a lookup path must name
+  Django's own fields and end in one of Django's own comparison lookups (no transforms, whose SQL
+  can depend on the current time zone, nor a registered replacement of a lookup);
+* the query a recorded step produced is sealed (its attributes by identity and its filter tree's
+  size); a query changed behind the methods' back (``qs.query.set_limits(...)``, a library that
+  edits ``qs.query``) no longer matches its seal and reads the general way;
+* the memo is keyed by operation, database, model and the whole chain with its values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import connections
+from django.db.models import QuerySet
+from django.db.models.query import ModelIterable
+from django.db.models.sql.constants import MULTI, SINGLE
+from django.db.models.sql.query import Query
+
+from freshcache import capture, fastget, rebuild
+from freshcache import transaction as tx
+from freshcache.conf import on_reset, settings
+from freshcache.queryset import Learned, learning, options_of, policy_for, probed
+from freshcache.serializers import rows_codec
+from freshcache.signals import cache_read
+from freshcache.store import Plan, store
+
+__all__ = ["read", "recording"]
+
+logger = logging.getLogger("freshcache")
+
+_ATTR = "_freshcache_chain"
+_SCALARS = frozenset({int, str, bool, UUID, type(None)})
+_LOOKUPS = frozenset({
+    "exact", "iexact", "contains", "icontains", "in", "gt", "gte", "lt", "lte", "startswith",
+    "istartswith", "endswith", "iendswith", "isnull", "range",
+})  # fmt: skip
+_FIELD_MODULES = ("django.db.models.fields",)
+#: QuerySet members that apply filters or clone; a subclass overriding one is not recorded.
+_QS_MEMBERS = ("_filter_or_exclude", "_filter_or_exclude_inplace", "_chain", "_clone", "query")
+_MEMO_MAX = 4096
+
+#: Set by tests: every memo hit is also read the general way and must name the same key.
+verify = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    plan: Plan
+    key: str
+
+
+_memo: dict[Hashable, _Entry] = {}
+_paths: dict[tuple[type, str], tuple[Any, str] | None] = {}
+_orderings: dict[tuple[type, str], bool] = {}
+_qs_classes: dict[type, bool] = {}
+_lookup_classes: dict[type, bool] = {}
+
+
+@on_reset
+def _forget() -> None:
+    _memo.clear()
+    _paths.clear()
+    _orderings.clear()
+
+
+# -- what a step may contain ----------------------------------------------------------------------
+
+
+def _django_field(field: Any) -> bool:
+    return type(field).__module__.startswith(_FIELD_MODULES)
+
+
+def _resolve(model: Any, name: str) -> tuple[Any, str] | None:
+    """(field compared, lookup name) for a filter keyword, or None outside the plain shapes."""
+    parts = name.split("__")
+    opts = model._meta
+    field = None
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        if field is not None:
+            if not field.is_relation or field.related_model is None:
+                return (field, part) if i == last and part in _LOOKUPS else None
+            opts = field.related_model._meta
+        try:
+            found = opts.pk if part == "pk" else opts.get_field(part)
+        except FieldDoesNotExist:
+            return (field, part) if field is not None and i == last and part in _LOOKUPS else None
+        if not _django_field(found):
+            return None
+        field = found
+    return (field, "exact") if field is not None else None
+
+
+def _path(model: Any, name: str) -> tuple[Any, str] | None:
+    key = (model, name)
+    try:
+        return _paths[key]
+    except KeyError:
+        pass
+    found = _resolve(model, name)
+    if found is not None:
+        field, lookup = found
+        forward = field.concrete and not field.many_to_many
+        compared = field.target_field if field.is_relation and forward else field
+        # A reverse or many-to-many relation compares through a join: isnull only.
+        if lookup != "isnull" and (
+            not forward or not _django_field(compared) or compared.get_internal_type() in _TEMPORAL
+        ):
+            found = None
+    _paths[key] = found
+    return found
+
+
+#: Fields whose prepared values can depend on the time zone in force: never recorded.
+_TEMPORAL = frozenset({"DateField", "DateTimeField", "TimeField", "DurationField", "JSONField"})
+
+
+def _django_lookup(field: Any, name: str) -> bool:
+    """Whether ``name`` on ``field`` is still Django's own lookup (one may be registered)."""
+    cls = field.get_lookup(name)
+    if cls is None:
+        return False
+    verdict = _lookup_classes.get(cls)
+    if verdict is None:
+        verdict = cls.__module__.startswith("django.db.models")
+        _lookup_classes[cls] = verdict
+    return verdict
+
+
+def _tag(value: object) -> Hashable | None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return (kind, value)
+    if kind is float:
+        return (float, repr(value))
+    return None
+
+
+def _tagged(lookup: str, value: object) -> Hashable | None:
+    if lookup == "isnull":
+        return (bool, value) if type(value) is bool else None
+    if lookup in ("in", "range"):
+        if type(value) not in (list, tuple):
+            return None
+        items = tuple(_tag(v) for v in value)  # type: ignore[attr-defined]
+        if None in items or (lookup == "range" and len(items) != 2):
+            return None
+        return (type(value), items)
+    return _tag(value)
+
+
+def _filter_step(model: Any, negate: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if args:
+        return None
+    pairs = []
+    for name in sorted(kwargs):
+        found = _path(model, name)
+        if found is None or not _django_lookup(*found):
+            return None
+        tagged = _tagged(found[1], kwargs[name])
+        if tagged is None:
+            return None
+        pairs.append((name, tagged))
+    return ("x" if negate else "f", tuple(pairs))
+
+
+def _orderable(model: Any, name: object) -> bool:
+    if type(name) is not str:
+        return False
+    key = (model, name)
+    verdict = _orderings.get(key)
+    if verdict is None:
+        verdict = name != "?" and _ordering_path(model, name.removeprefix("-"))
+        _orderings[key] = verdict
+    return verdict
+
+
+def _ordering_path(model: Any, name: str) -> bool:
+    opts = model._meta
+    field = None
+    for part in name.split("__"):
+        if field is not None:
+            if not field.is_relation or field.related_model is None:
+                return False
+            opts = field.related_model._meta
+        try:
+            field = opts.pk if part == "pk" else opts.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        if not _django_field(field):
+            return False
+    return field is not None
+
+
+# -- recording ------------------------------------------------------------------------------------
+
+
+def _ours(qs_class: type) -> bool:
+    verdict = _qs_classes.get(qs_class)
+    if verdict is None:
+        verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in _QS_MEMBERS)
+        _qs_classes[qs_class] = verdict
+    return verdict
+
+
+def _seal(query: Query) -> tuple[Any, ...]:
+    where = query.where
+    return (
+        tuple(vars(query).values()),
+        len(where.children),
+        where.connector,
+        where.negated,
+        len(query.alias_map),
+        len(query.annotations),
+    )
+
+
+def _sealed(query: Query, seal: tuple[Any, ...]) -> bool:
+    now = _seal(query)
+    values, kept = now[0], seal[0]
+    return (
+        len(values) == len(kept)
+        and all(a is b for a, b in zip(values, kept, strict=True))
+        and now[1:] == seal[1:]
+    )
+
+
+def _steps(qs: QuerySet[Any]) -> tuple[Any, ...] | None:
+    """The chain that made ``qs``, or None when it is not (or no longer) a recorded chain."""
+    record = qs.__dict__.get(_ATTR)
+    if record is not None:
+        steps, query, seal = record
+        if qs._query is query and _sealed(query, seal):
+            return steps
+        return None
+    if (
+        qs._deferred_filter is not None
+        or qs._defer_next_filter
+        or qs._sticky_filter
+        or qs._known_related_objects
+        or not _ours(type(qs))
+        or type(qs._query) is not Query
+    ):
+        return None
+    shape = fastget.shape_of(qs.model)
+    if shape is None or not fastget.pristine(qs._query, shape):
+        return None
+    return ()
+
+
+def _record(clone: QuerySet[Any], steps: tuple[Any, ...]) -> None:
+    if (
+        clone._deferred_filter is None
+        and not clone._defer_next_filter
+        and type(clone._query) is Query
+    ):
+        query = clone._query
+        clone.__dict__[_ATTR] = (steps, query, _seal(query))
+
+
+def recording(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a QuerySet method so the queryset it returns remembers the call (see the module)."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+            result = method(self, *args, **kwargs)
+            if not isinstance(result, QuerySet) or result is self or not settings.ENABLED:
+                return result
+            step = _step(kind, self.model, args, kwargs)
+            if step is None:
+                return result
+            steps = _steps(self)
+            if steps is not None:
+                _record(result, steps if step == () else (*steps, step))
+            return result
+
+        return wrapper
+
+    return wrap
+
+
+def _step(kind: str, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if kind == "all":
+        return ()
+    if kind in ("filter", "exclude"):
+        if not args and not kwargs:
+            return () if kind == "filter" else None
+        return _filter_step(model, kind == "exclude", args, kwargs)
+    if kind == "order_by":
+        if kwargs or not all(_orderable(model, n) for n in args):
+            return None
+        return ("o", args)
+    # __getitem__: only a slice comes back as a queryset
+    if len(args) != 1 or kwargs or type(args[0]) is not slice:
+        return None
+    k = args[0]
+    if k.step is not None or not all(v is None or type(v) is int for v in (k.start, k.stop)):
+        return None
+    return ("s", k.start, k.stop)
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read(qs: QuerySet[Any], op: str, general: Callable[[], Any]) -> Any:
+    """``count()``/``exists()``/iteration of ``qs``: from the memo's key when the chain is known,
+    else ``general()`` (which the first read of a chain also learns from)."""
+    record = qs.__dict__.get(_ATTR)
+    if record is None or qs._result_cache is not None or not settings.ENABLED:
+        return general()
+    steps = _steps(qs)
+    if steps is None or capture.active():
+        return general()
+    model = qs.model
+    policy = policy_for(model, op, options_of(qs))
+    if policy is None or policy[2]:  # process-local gets keep their own path
+        return general()
+    if op in ("fetch", "get") and (
+        qs._iterable_class is not ModelIterable
+        or qs._fields is not None
+        or not rebuild.supported(qs)
+    ):
+        return general()
+    db = qs.db
+    connection = connections[db]
+    if tx.is_dirty(connection):
+        return general()
+    memo_key = (op, db, model, steps)
+    entry = _memo.get(memo_key)
+    if entry is None or verify:
+        return _learn(qs, op, db, memo_key, entry, general)
+    timeout = policy[0]
+    probe = store.lookup(entry.key, entry.plan, timeout)
+    if probe is not None and probe.data is not None:
+        try:
+            payload = rows_codec().loads(probe.data)
+        except Exception as exc:  # a payload we cannot read is a miss, whatever the codec
+            logger.warning("freshcache: payload at %s rejected (%s)", entry.key, exc)
+        else:
+            cache_read.send(sender=model, func=None, hit=True)
+            if op == "count":
+                return 0 if payload is None else int(payload[0])
+            if op == "exists":
+                return bool(payload)
+            qs._result_cache = rebuild.instances(model, db, connection, payload, qs)
+            return general()  # prefetches, if any
+    token = probed.set((entry.key, probe))
+    try:
+        return general()
+    finally:
+        probed.reset(token)
+
+
+def _learn(
+    qs: QuerySet[Any],
+    op: str,
+    db: str,
+    memo_key: Hashable,
+    known: _Entry | None,
+    general: Callable[[], Any],
+) -> Any:
+    query = qs._query
+    slot: list[Learned] = []
+    token = learning.set(slot)
+    try:
+        result = general()
+    finally:
+        learning.reset(token)
+    entry = _entry(slot, qs.model, op, db, query)
+    if known is not None and entry is not None and entry != known:
+        raise AssertionError(f"freshcache: chain {memo_key!r} named {known}, compiled {entry}")
+    if entry is not None and known is None:
+        if len(_memo) >= _MEMO_MAX:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):  # a racing thread
+                del _memo[next(iter(_memo))]
+        _memo[memo_key] = entry
+    return result
+
+
+def _entry(slot: list[Learned], model: Any, op: str, db: str, query: Query) -> _Entry | None:
+    if not slot:
+        return None
+    learned = slot[0]
+    compiler = learned.compiler
+    if compiler.connection.alias != db:
+        return None
+    if op in ("count", "exists"):
+        ok = learned.result_type == SINGLE and len(slot) == 1
+    else:
+        ok = (
+            learned.result_type == MULTI
+            and compiler.query is query
+            and _default_rows(model, db, compiler)
+        )
+    return _Entry(learned.plan, learned.key) if ok else None
+
+
+def _default_rows(model: Any, db: str, compiler: Any) -> bool:
+    """Whether the compiled fetch selected exactly the model's default columns, in the order the
+    rebuild recipe expects (no related objects, annotations or extra columns)."""
+    info = compiler.klass_info
+    if (
+        not info
+        or info.get("model") is not model
+        or info.get("related_klass_infos")
+        or compiler.annotation_col_map
+        or getattr(compiler, "has_extra_select", False)
+    ):
+        return False
+    fields = list(info["select_fields"])
+    if fields != list(range(compiler.col_count)):
+        return False
+    recipe = rebuild.rebuild_for(model, db)
+    names = tuple(s[0].target.attname for s in compiler.select[: compiler.col_count])
+    return names == recipe.init_list
