@@ -133,6 +133,8 @@ def _path(model: Any, name: str) -> tuple[Any, str] | None:
             not forward or not _django_field(compared) or compared.get_internal_type() in _TEMPORAL
         ):
             found = None
+    if len(_paths) >= _MEMO_MAX:  # names can come from user input: stay bounded
+        _paths.clear()
     _paths[key] = found
     return found
 
@@ -197,6 +199,8 @@ def _orderable(model: Any, name: object) -> bool:
     verdict = _orderings.get(key)
     if verdict is None:
         verdict = name != "?" and _ordering_path(model, name.removeprefix("-"))
+        if len(_orderings) >= _MEMO_MAX:
+            _orderings.clear()
         _orderings[key] = verdict
     return verdict
 

@@ -109,7 +109,7 @@ def _plain_init(model: Any) -> tuple[str, ...] | None:
     after = mro[mro.index(Model) + 1 :] if Model in mro else ()
     if (
         model.__init__ is not Model.__init__
-        or model.from_db.__func__ is not Model.from_db.__func__
+        or getattr(model.from_db, "__func__", None) is not Model.from_db.__func__
         or model._meta.abstract
         or any("__init__" in vars(k) for k in after if k is not object)
         or not all(type(inspect.getattr_static(model, n, None)) in _PLAIN for n in names or ())
