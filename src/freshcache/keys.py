@@ -5,6 +5,8 @@ calls that may return different results: so only values with a faithful, stable 
 accepted (model instances by label and primary key, requests by path and query string, plain
 values, and containers of them). Anything else raises ``TypeError``, which callers turn into
 "not cached" rather than risk two calls sharing a key. Keys are hashes: no raw user input in them.
+ORM reads are keyed by their statement: SQL, parameters (by a ``repr`` only plain values may
+use), database and result shape.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-__all__ = ["call_key", "func_name", "key_text"]
+__all__ = ["call_key", "func_name", "key_text", "plain_params", "query_key"]
 
 
 def func_name(func: Callable[..., Any]) -> str:
@@ -78,3 +80,27 @@ def call_key(prefix: str, kind: str, name: str, parts: tuple[Any, ...]) -> str:
     """``{prefix}{kind}:{digest}`` for a callable's name and the parts of one call."""
     text = "\x00".join([name, *(key_text(p) for p in parts)])
     return f"{prefix}{kind}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
+
+
+_PLAIN = (
+    str, int, float, bool, type(None), decimal.Decimal, dt.datetime, dt.date, dt.time,
+    dt.timedelta, uuid.UUID, bytes,
+)  # fmt: skip
+
+
+def plain_params(value: object) -> bool:
+    """Whether ``repr`` of the value (statement parameters) names it faithfully."""
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(plain_params(v) for v in value)
+    return False
+
+
+def query_key(prefix: str, sql: str, params: Any, db: str | None, result_type: str) -> str | None:
+    """A key naming the exact statement; None when a parameter's repr would not be faithful."""
+    params = tuple(params)
+    if not plain_params(params):
+        return None
+    text = f"{result_type}\x00{db or ''}\x00{sql}\x00{params!r}"
+    return f"{prefix}q:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"

@@ -11,16 +11,12 @@ context variable so that nested reads (prefetches inside an iteration) get their
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 from django.core.exceptions import EmptyResultSet
 from django.db.models import QuerySet
@@ -31,6 +27,7 @@ from freshcache import transaction as tx
 from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, on_reset, profile_for, settings
 from freshcache.dependencies import query_dependencies
 from freshcache.exceptions import SerializationError, UncacheableQuery
+from freshcache.keys import plain_params, query_key
 from freshcache.local import local_gets
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
@@ -194,26 +191,6 @@ def nocache(self: QuerySet[Any]) -> QuerySet[Any]:
 
 # -- the interception -----------------------------------------------------------------------------
 
-_PLAIN = (str, int, float, bool, type(None), Decimal, datetime, date, time, timedelta, UUID, bytes)
-
-
-def _plain(value: object) -> bool:
-    if isinstance(value, _PLAIN):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return False
-
-
-def query_key(prefix: str, sql: str, params: Any, db: str | None, result_type: str) -> str | None:
-    """A key naming the exact statement; None when a parameter's repr would not be faithful."""
-    params = tuple(params)
-    if not _plain(params):
-        return None
-    text = f"{result_type}\x00{db or ''}\x00{sql}\x00{params!r}"
-    return f"{prefix}q:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
-
-
 #: (database, key scope, result shape, SQL, params) -> (plan, value key) or why uncacheable.
 _plans: dict[tuple[str, str | None, str, str, str], tuple[Plan, str] | str] = {}
 _PLANS_MAX = 4096
@@ -243,7 +220,7 @@ def _plan_and_key(
     shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
     params = tuple(params)
     memo = None
-    if _plain(params):
+    if plain_params(params):
         text = repr(params)
         if len(sql) + len(text) <= _PLAN_TEXT_MAX:
             memo = (alias, db, shape, sql, text)
