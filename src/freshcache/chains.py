@@ -78,7 +78,6 @@ class _Entry:
 _memo: dict[Hashable, _Entry] = {}
 _paths: dict[tuple[type, str], tuple[Any, str] | None] = {}
 _orderings: dict[tuple[type, str], bool] = {}
-_qs_classes: dict[type, bool] = {}
 _lookup_classes: dict[type, bool] = {}
 
 
@@ -96,8 +95,9 @@ def _django_field(field: Any) -> bool:
     return type(field).__module__.startswith(_FIELD_MODULES)
 
 
-def _resolve(model: Any, name: str) -> tuple[Any, str] | None:
-    """(field compared, lookup name) for a filter keyword, or None outside the plain shapes."""
+def _resolve(model: Any, name: str, lookups: frozenset[str]) -> tuple[Any, str] | None:
+    """(field compared, lookup name) for a filter keyword or an ordering (``lookups`` empty),
+    or None outside the plain shapes: Django's own fields, through relations."""
     parts = name.split("__")
     opts = model._meta
     field = None
@@ -105,12 +105,12 @@ def _resolve(model: Any, name: str) -> tuple[Any, str] | None:
     for i, part in enumerate(parts):
         if field is not None:
             if not field.is_relation or field.related_model is None:
-                return (field, part) if i == last and part in _LOOKUPS else None
+                return (field, part) if i == last and part in lookups else None
             opts = field.related_model._meta
         try:
             found = opts.pk if part == "pk" else opts.get_field(part)
         except FieldDoesNotExist:
-            return (field, part) if field is not None and i == last and part in _LOOKUPS else None
+            return (field, part) if field is not None and i == last and part in lookups else None
         if not _django_field(found):
             return None
         field = found
@@ -123,7 +123,7 @@ def _path(model: Any, name: str) -> tuple[Any, str] | None:
         return _paths[key]
     except KeyError:
         pass
-    found = _resolve(model, name)
+    found = _resolve(model, name, _LOOKUPS)
     if found is not None:
         field, lookup = found
         forward = field.concrete and not field.many_to_many
@@ -198,39 +198,15 @@ def _orderable(model: Any, name: object) -> bool:
     key = (model, name)
     verdict = _orderings.get(key)
     if verdict is None:
-        verdict = name != "?" and _ordering_path(model, name.removeprefix("-"))
+        path = name.removeprefix("-")
+        verdict = name != "?" and _resolve(model, path, frozenset()) is not None
         if len(_orderings) >= _MEMO_MAX:
             _orderings.clear()
         _orderings[key] = verdict
     return verdict
 
 
-def _ordering_path(model: Any, name: str) -> bool:
-    opts = model._meta
-    field = None
-    for part in name.split("__"):
-        if field is not None:
-            if not field.is_relation or field.related_model is None:
-                return False
-            opts = field.related_model._meta
-        try:
-            field = opts.pk if part == "pk" else opts.get_field(part)
-        except FieldDoesNotExist:
-            return False
-        if not _django_field(field):
-            return False
-    return field is not None
-
-
 # -- recording ------------------------------------------------------------------------------------
-
-
-def _ours(qs_class: type) -> bool:
-    verdict = _qs_classes.get(qs_class)
-    if verdict is None:
-        verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in _QS_MEMBERS)
-        _qs_classes[qs_class] = verdict
-    return verdict
 
 
 def _seal(query: Query) -> tuple[Any, ...]:
@@ -268,7 +244,7 @@ def _steps(qs: QuerySet[Any]) -> tuple[Any, ...] | None:
         or qs._defer_next_filter
         or qs._sticky_filter
         or qs._known_related_objects
-        or not _ours(type(qs))
+        or not fastget.overrides_none(type(qs), _QS_MEMBERS)
         or type(qs._query) is not Query
     ):
         return None

@@ -51,7 +51,7 @@ from freshcache.signals import cache_read
 from freshcache.stamps import UNKNOWN, column_value, field_info
 from freshcache.store import Plan, store
 
-__all__ = ["NOT_HANDLED", "pristine", "shape_of", "try_get"]
+__all__ = ["NOT_HANDLED", "overrides_none", "pristine", "shape_of", "try_get"]
 
 logger = logging.getLogger("freshcache")
 
@@ -80,7 +80,7 @@ class _Shape:
 
 
 _shapes: dict[type, _Shape | None] = {}
-_qs_classes: dict[type, bool] = {}
+_qs_classes: dict[tuple[type, tuple[str, ...]], bool] = {}
 _disabled: set[tuple[type, str]] = set()
 _vouched_for: set[tuple[type, str, str, type]] = set()
 _lock = threading.Lock()
@@ -126,11 +126,13 @@ def shape_of(model: type) -> _Shape | None:
     return shape
 
 
-def _ours(qs_class: type) -> bool:
-    verdict = _qs_classes.get(qs_class)
+def overrides_none(qs_class: type, members: tuple[str, ...]) -> bool:
+    """Whether ``qs_class`` inherits each of ``members`` from Django's ``QuerySet`` untouched."""
+    key = (qs_class, members)
+    verdict = _qs_classes.get(key)
     if verdict is None:
-        verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in _QS_METHODS)
-        _qs_classes[qs_class] = verdict
+        verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in members)
+        _qs_classes[key] = verdict
     return verdict
 
 
@@ -199,7 +201,7 @@ def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         or qs._sticky_filter
         or qs._defer_next_filter
         or qs._deferred_filter is not None
-        or not _ours(type(qs))
+        or not overrides_none(type(qs), _QS_METHODS)
         or not rebuild.supported(qs)
     ):
         return NOT_HANDLED
