@@ -204,3 +204,100 @@ def test_a_plan_the_walker_disagrees_with_is_never_stored(
         assert (Author, "name") in fastget._disabled
     finally:
         fastget._disabled.clear()
+
+
+@pytest.fixture
+def compiled_fills() -> Iterator[list[str]]:
+    """Lists the fills that went through ``filter()`` and the compiler (the others ran the
+    statement learned from an earlier fill)."""
+    seen: list[str] = []
+    original = fastget._compiled_fill
+    fastget._statements.clear()
+
+    def spy(read: Any, *args: Any) -> Any:
+        seen.append(f"{read.field.name}={read.prepped!r}")
+        return original(read, *args)
+
+    fastget._compiled_fill = spy  # type: ignore[assignment]
+    try:
+        yield seen
+    finally:
+        fastget._compiled_fill = original  # type: ignore[assignment]
+
+
+def test_later_fills_send_the_statement_django_compiles(
+    queries: Any, compiled_fills: list[str]
+) -> None:
+    """The first fill of a field compiles; the next fills run the same statement directly and
+    give what Django's own get() gives, including its errors."""
+    one, two, three = (Category.objects.create(title=t, slug=t) for t in ("one", "two", "3"))
+    assert Category.objects.get(pk=one.pk).title == "one"
+    assert Category.objects.get(slug="one").pk == one.pk
+    assert compiled_fills == [f"id={one.pk}", "slug='one'"]
+    for pk, title in ((two.pk, "two"), (str(three.pk), "3")):
+        with queries() as q:
+            got = Category.objects.get(pk=pk)
+        with queries() as own:
+            expected = Category.objects.nocache().get(pk=pk)
+        assert got == expected and (got.title, got.slug) == (title, title)
+        assert [x["sql"] for x in q.context.captured_queries] == [
+            x["sql"] for x in own.context.captured_queries
+        ]
+    assert cached(queries, lambda: Category.objects.get(slug="two")).pk == two.pk
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="")
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(pk=three.pk + 100)
+    assert compiled_fills == [f"id={one.pk}", "slug='one'"]
+    Category.objects.filter(pk=three.pk).update(title="Three")
+    assert Category.objects.get(title="Three").pk == three.pk  # a str field of its own
+    assert compiled_fills[-1] == "title='Three'"
+    assert Category.objects.get(title="two").pk == two.pk
+    assert len(compiled_fills) == 3
+    Author.objects.create(name="Ann")
+    assert Author.objects.get(name="Ann").name == "Ann"
+    Author.objects.create(name="Ann")
+    with pytest.raises(Author.MultipleObjectsReturned, match="it returned 2"):
+        Author.objects.get(name="Ann")
+    assert compiled_fills[-1] == "name='Ann'" and len(compiled_fills) == 4
+
+
+def test_values_stored_by_learned_fills_are_invalidated(
+    queries: Any, compiled_fills: list[str]
+) -> None:
+    one, two = (Category.objects.create(title=t, slug=t) for t in ("one", "two"))
+    Category.objects.get(pk=one.pk)
+    Category.objects.get(slug="one")
+    assert cached(queries, lambda: Category.objects.get(pk=two.pk)).title == "two"
+    assert cached(queries, lambda: Category.objects.get(slug="two")).title == "two"
+    assert len(compiled_fills) == 2
+    two.title = "deux"
+    two.save()
+    assert Category.objects.get(pk=two.pk).title == "deux"
+    assert Category.objects.get(slug="two").title == "deux"
+    Category.objects.filter(pk=two.pk).update(slug="zwei")
+    assert Category.objects.get(pk=two.pk).slug == "zwei"
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="two")
+    assert Category.objects.get(slug="zwei").pk == two.pk
+    Category.objects.filter(pk=two.pk).delete()
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(pk=two.pk)
+    assert len(compiled_fills) == 2
+
+
+def test_a_statement_is_learned_per_connection_class_and_value_type(
+    compiled_fills: list[str],
+) -> None:
+    """A str value of an int key is converted before it is sent, so it shares the int's
+    statement; a fill that cannot store (inside a transaction that wrote) teaches nothing."""
+    one = Category.objects.create(title="one", slug="one")
+    with transaction.atomic():
+        Category.objects.create(title="two", slug="two")
+        assert Category.objects.get(pk=one.pk).title == "one"
+    assert compiled_fills == []  # a dirty transaction takes Django's get()
+    assert Category.objects.get(pk=str(one.pk)).title == "one"
+    assert Category.objects.get(pk=one.pk + 1).title == "two"
+    assert compiled_fills == [f"id={one.pk}"]
+    keys = list(fastget._statements)
+    assert [(k[0], k[1], k[3]) for k in keys] == [(Category, "id", int)]

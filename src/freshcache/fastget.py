@@ -65,6 +65,7 @@ _QS_METHODS = ("get", "filter", "_filter_or_exclude", "order_by", "_chain", "_cl
                "_fetch_all", "__iter__", "iterator")  # fmt: skip
 _VALUE_TYPES = (int, str, UUID)
 _MISSING = object()
+_MAX_STATEMENTS = 4096
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ _shapes: dict[type, _Shape | None] = {}
 _qs_classes: dict[tuple[type, tuple[str, ...]], bool] = {}
 _disabled: set[tuple[type, str]] = set()
 _vouched_for: set[tuple[type, str, str, type]] = set()
+#: The statement a fill sends, per (model, attname, db, value type, connection class, Query
+#: class), taken from the compiler on a vouched fill; see :func:`_statement`.
+_statements: dict[tuple[Any, ...], str] = {}
 _lock = threading.Lock()
 
 
@@ -92,6 +96,7 @@ def _forget() -> None:
         _shapes.clear()
         _disabled.clear()
         _vouched_for.clear()
+        _statements.clear()
 
 
 def shape_of(model: type) -> _Shape | None:
@@ -334,19 +339,21 @@ def _decoded(probe: Any, key: str) -> list[Sequence[Any]] | None:
 
 
 def _fill(read: _Read, probe: Any, wait: bool = False) -> list[Sequence[Any]]:
-    """Run the real query (compiled, uncached) and store its raw rows if the walker agrees."""
-    from freshcache.queryset import uncached
-
+    """Run the real query (uncached) and store its raw rows if the walker agrees."""
     connection = read.connection
     can_store = probe is not None and tx.can_store(connection)
     tokens = store.prepare(probe, read.timeout) if can_store else None
-    clone = read.qs.filter(**{read.lookup[0]: read.lookup[1]}).order_by()
-    clone.query.set_limits(high=MAX_GET_RESULTS)
-    compiler = clone.query.get_compiler(using=read.db)
-    with uncached():
-        rows = list(chain.from_iterable(compiler.execute_sql(MULTI)))
-    rebuild.learn(read.model, read.db, compiler)
-    if tokens is None or not _vouched(clone.query, read):
+    known = _statement_key(read)
+    sql = _statements.get(known) if known is not None else None
+    if sql is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, (_db_param(read),))
+            rows = cursor.fetchall()
+    else:
+        rows, vouched = _compiled_fill(read, known, tokens is not None)
+        if not vouched:
+            return rows
+    if tokens is None:
         return rows
     try:
         data = rows_codec().dumps(rows)
@@ -358,6 +365,62 @@ def _fill(read: _Read, probe: Any, wait: bool = False) -> list[Sequence[Any]]:
         store.save(read.key, tokens, data, read.timeout, read.plan, wait=wait,
                    touch=not probe.touched)  # fmt: skip
     return rows
+
+
+def _compiled_fill(
+    read: _Read, known: tuple[Any, ...] | None, storing: bool
+) -> tuple[list[Sequence[Any]], bool]:
+    """The fill through ``filter()`` and the compiler: the rows, and whether the walker vouched
+    for the fast plan (the statement is then remembered for the next fills)."""
+    from freshcache.queryset import uncached
+
+    clone = read.qs.filter(**{read.lookup[0]: read.lookup[1]}).order_by()
+    clone.query.set_limits(high=MAX_GET_RESULTS)
+    compiler = clone.query.get_compiler(using=read.db)
+    statement = compiler.as_sql() if storing and known is not None else None
+    with uncached():
+        rows = list(chain.from_iterable(compiler.execute_sql(MULTI)))
+    rebuild.learn(read.model, read.db, compiler)
+    if not storing or not _vouched(clone.query, read):
+        return rows, False
+    if statement is not None and known is not None:
+        _statement(known, statement, read)
+    return rows, True
+
+
+def _statement_key(read: _Read) -> tuple[Any, ...] | None:
+    """What fixes the statement a fill sends, apart from the value; None when the value itself
+    may change it (a backend that reads ``''`` as NULL compiles ``= ''`` to ``IS NULL``)."""
+    connection = read.connection
+    if connection.features.interprets_empty_strings_as_nulls:
+        return None
+    return (read.model, read.field.attname, read.db, type(read.prepped), type(connection),
+            type(read.qs.query))  # fmt: skip
+
+
+def _db_param(read: _Read) -> Any:
+    """The parameter Django's ``exact`` lookup sends for the prepared value (the target field's
+    conversion for a relation)."""
+    field = read.field
+    target = getattr(field, "target_field", None) or field
+    return target.get_db_prep_value(read.prepped, read.connection, prepared=True)
+
+
+def _statement(known: tuple[Any, ...], compiled: tuple[str, Any], read: _Read) -> None:
+    """Remember the compiled statement when its only parameter is the one :func:`_db_param`
+    gives: the next fills of the key run it directly, skipping ``filter()`` and the compiler,
+    which cost about as much as the query itself."""
+    sql, params = compiled
+    params = tuple(params)
+    try:
+        mine = _db_param(read)
+    except Exception:
+        return
+    if len(params) == 1 and type(params[0]) is type(mine) and params[0] == mine:
+        with _lock:
+            if len(_statements) >= _MAX_STATEMENTS:
+                _statements.clear()
+            _statements[known] = sql
 
 
 def _vouched(query: Query, read: _Read) -> bool:
