@@ -18,6 +18,7 @@ Only statements whose ``WHERE`` names rows by primary key (what ``save()``, ``de
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,11 @@ __all__ = ["Returned", "pinned_rows", "run_returning"]
 Returned = tuple[Any, list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None]
 
 _OLD = "__freshcache_old"
+_UNKNOWN: Any = object()
+_MAX_REWRITES = 4096
+#: Rewritten statements by (statement, delete, vendor, returned columns).
+_rewrites: dict[tuple[Any, ...], tuple[str, list[str]] | None] = {}
+_lock = threading.Lock()
 _converters: dict[tuple[int, str], tuple[Any, list[Any], Any]] = {}
 
 
@@ -68,35 +74,24 @@ def run_returning(
     sql, params = compiler.as_sql()
     if not sql or " RETURNING " in sql.upper():
         return None
-    qn = connection.ops.quote_name
-    table = qn(query.model._meta.db_table)
-    # Returned columns get names of their own: the cursor's description then tells this
-    # statement's rows from those of anything else run on the cursor.
-    names = [f"__freshcache_o{i}" for i in range(len(fields))]
-    if not delete:
-        names += [f"__freshcache_n{i}" for i in range(len(fields))]
-    if delete:
-        rewritten = f"{sql} RETURNING " + ", ".join(
-            f"{table}.{qn(f.column)} AS {qn(name)}" for f, name in zip(fields, names, strict=True)
-        )
-        new_params = tuple(params)
-    else:
-        split = _split_update(compiler, sql, params)
-        if split is None:
-            return None
-        head, set_params, where_sql, where_params = split
-        old = qn(_OLD)
-        aliases = [qn(f"c{i}") for i in range(len(fields))]
-        picked = ", ".join(
-            f"{table}.{qn(f.column)} AS {a}" for f, a in zip(fields, aliases, strict=True)
-        )
-        returning = [f"{old}.{a}" for a in aliases] + [f"{table}.{qn(f.column)}" for f in fields]
-        rewritten = (
-            f"{head} FROM (SELECT {picked} FROM {table} WHERE {where_sql} FOR UPDATE) AS {old} "
-            f"WHERE {table}.{qn(fields[0].column)} = {old}.{aliases[0]} RETURNING "
-            + ", ".join(f"{r} AS {qn(name)}" for r, name in zip(returning, names, strict=True))
-        )
-        new_params = (*set_params, *where_params)
+    memo = (
+        sql,
+        delete,
+        connection.vendor,
+        tuple((f.model._meta.db_table, f.column) for f in fields),
+    )
+    known = _rewrites.get(memo, _UNKNOWN)
+    if known is _UNKNOWN:
+        known = _rewrite(compiler, connection, sql, params, fields, delete)
+        with _lock:
+            if len(_rewrites) >= _MAX_REWRITES:
+                _rewrites.clear()
+            _rewrites[memo] = known
+    if known is None:
+        return None
+    rewritten, names = known
+    # Both rewrites keep the parameters in their order (SET values, then the WHERE's).
+    new_params = tuple(params)
 
     def as_sql(*args: Any, **kwargs: Any) -> Any:
         return rewritten, new_params
@@ -127,9 +122,48 @@ def run_returning(
     return result, old_rows, new_rows
 
 
-def _split_update(
-    compiler: Any, sql: str, params: Sequence[Any]
-) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]] | None:
+def _rewrite(
+    compiler: Any,
+    connection: Any,
+    sql: str,
+    params: Sequence[Any],
+    fields: Sequence[Any],
+    delete: bool,
+) -> tuple[str, list[str]] | None:
+    """The statement that returns ``fields`` and the names of the columns it returns; it
+    depends only on the statement's text, which is why :func:`run_returning` remembers it."""
+    query = compiler.query
+    qn = connection.ops.quote_name
+    table = qn(query.model._meta.db_table)
+    # Returned columns get names of their own: the cursor's description then tells this
+    # statement's rows from those of anything else run on the cursor.
+    names = [f"__freshcache_o{i}" for i in range(len(fields))]
+    if not delete:
+        names += [f"__freshcache_n{i}" for i in range(len(fields))]
+    if delete:
+        rewritten = f"{sql} RETURNING " + ", ".join(
+            f"{table}.{qn(f.column)} AS {qn(name)}" for f, name in zip(fields, names, strict=True)
+        )
+        return rewritten, names
+    split = _split_update(compiler, sql, params)
+    if split is None:
+        return None
+    head, where_sql = split
+    old = qn(_OLD)
+    aliases = [qn(f"c{i}") for i in range(len(fields))]
+    picked = ", ".join(
+        f"{table}.{qn(f.column)} AS {a}" for f, a in zip(fields, aliases, strict=True)
+    )
+    returning = [f"{old}.{a}" for a in aliases] + [f"{table}.{qn(f.column)}" for f in fields]
+    rewritten = (
+        f"{head} FROM (SELECT {picked} FROM {table} WHERE {where_sql} FOR UPDATE) AS {old} "
+        f"WHERE {table}.{qn(fields[0].column)} = {old}.{aliases[0]} RETURNING "
+        + ", ".join(f"{r} AS {qn(name)}" for r, name in zip(returning, names, strict=True))
+    )
+    return rewritten, names
+
+
+def _split_update(compiler: Any, sql: str, params: Sequence[Any]) -> tuple[str, str] | None:
     """``UPDATE t SET ...`` and its WHERE, recompiled to find where one ends and the other
     starts; None if the statement is not shaped as expected."""
     where_sql, where_params = compiler.compile(compiler.query.where)
@@ -138,7 +172,7 @@ def _split_update(
     params = tuple(params)
     if not where_sql or not sql.endswith(tail) or params[len(params) - n :] != tuple(where_params):
         return None
-    return sql[: -len(tail)], params[: len(params) - n], where_sql, tuple(where_params)
+    return sql[: -len(tail)], where_sql
 
 
 def _converted(connection: Any, fields: Sequence[Any], row: Sequence[Any]) -> tuple[Any, ...]:
