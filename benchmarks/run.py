@@ -47,7 +47,7 @@ from benchmarks.config import (
     Config,
     Library,
 )
-from benchmarks.stats import summarize
+from benchmarks.stats import combine_rounds, summarize
 
 RESULTS = REPO_ROOT / "benchmarks" / ".results"
 _started = time.monotonic()
@@ -252,21 +252,26 @@ def run_mixed(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]
     out: dict[str, dict[str, Any]] = {w.lib.id: {"cells": [], "long": None} for w in workers}
     cells = [(n, ratio) for n in mixed.workers for ratio in mixed.write_ratios]
     for k, (n, ratio) in enumerate(cells, 1):
-        for w in turns(workers, k):
-            if n > 1 and not w.lib.shared:
-                continue
-            cell = w.ask(cmd="mixed", workers=n, write_ratio=ratio, duration=mixed.duration)
-            out[w.lib.id]["cells"].append(cell)
-            per_node = ""
-            if w.lib.cluster and cell["memory"]:
-                keys = "/".join(str(node["keys"]) for node in cell["memory"]["nodes"])
-                per_node = f", keys per primary {keys}"
-            log(
-                f"mixed {k}/{len(cells)} workers={n} writes={ratio:.0%} {w.lib.id}: "
-                f"{cell['throughput']:.0f} ops/s, read p50 {cell['read']['median_us']:.0f} us, "
-                f"hits {cell['hit_ratio'] or 0:.0%}, stale {cell['stale']}/{cell['checked']}"
-                + per_node
-            )
+        rounds: dict[str, list[dict[str, Any]]] = {}
+        for r in range(mixed.rounds):
+            for w in turns(workers, (k - 1) * mixed.rounds + r + 1):
+                if n > 1 and not w.lib.shared:
+                    continue
+                cell = w.ask(cmd="mixed", workers=n, write_ratio=ratio, duration=mixed.duration)
+                rounds.setdefault(w.lib.id, []).append(cell)
+                per_node = ""
+                if w.lib.cluster and cell["memory"]:
+                    keys = "/".join(str(node["keys"]) for node in cell["memory"]["nodes"])
+                    per_node = f", keys per primary {keys}"
+                of = f" round {r + 1}/{mixed.rounds}" if mixed.rounds > 1 else ""
+                log(
+                    f"mixed {k}/{len(cells)}{of} workers={n} writes={ratio:.0%} {w.lib.id}: "
+                    f"{cell['throughput']:.0f} ops/s, read p50 {cell['read']['median_us']:.0f} us,"
+                    f" hits {cell['hit_ratio'] or 0:.0%}, stale {cell['stale']}/{cell['checked']}"
+                    + per_node
+                )
+        for lib_id, done in rounds.items():
+            out[lib_id]["cells"].append(combine_rounds(done))
     if mixed.long:
         n, ratio = mixed.memory_cell
         duration = mixed.duration * mixed.long_factor
