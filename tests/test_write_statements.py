@@ -7,10 +7,11 @@ the cache before the write, so a wrong or missing old value would leave a stale 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F
 
 from tests.testapp.models import Category, Post
@@ -31,7 +32,8 @@ def test_save_sends_one_statement_on_postgresql(queries: Any) -> None:
     sent = statements(queries, c.save)
     if connection.vendor == "postgresql":
         assert len(sent) == 1, sent
-        assert sent[0].startswith("UPDATE") and "FOR UPDATE" in sent[0] and "RETURNING" in sent[0]
+        assert sent[0].startswith("UPDATE") and "FOR NO KEY UPDATE" in sent[0]
+        assert "RETURNING" in sent[0]
     else:
         assert [s.split()[0] for s in sent] == ["SELECT", "UPDATE"], sent
     with pytest.raises(Category.DoesNotExist):
@@ -167,3 +169,39 @@ def test_repeated_saves_reuse_the_rewrite_with_their_own_values(queries: Any) ->
     Category.objects.filter(pk=a.pk).update(title="moved")
     assert Category.objects.filter(title="a").count() == 0
     assert Category.objects.get(title="moved").pk == a.pk
+
+
+def test_writes_do_not_hold_up_inserts_that_reference_their_rows() -> None:
+    """The old values are read under the lock the write itself takes: ``FOR NO KEY UPDATE`` for
+    an update that keeps the row's keys, which the foreign-key check of an insert referencing
+    the row (``FOR KEY SHARE``) does not wait for, as with Django's own ``UPDATE``."""
+    c = Category.objects.create(title="one", slug="one")
+    assert Category.objects.get(slug="one").pk == c.pk  # a scheme: writes read old values
+    assert Category.objects.filter(title="one").count() == 1
+    errors: list[BaseException] = []
+
+    def insert() -> None:
+        try:
+            if connection.vendor == "postgresql":
+                with connections["default"].cursor() as cursor:
+                    cursor.execute("SET lock_timeout = '5s'")  # a wait fails instead of hanging
+            Post.objects.create(title="p", category_id=c.pk)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        c.title = "uno"
+        c.save()  # on PostgreSQL: the UPDATE returning its old values
+        Category.objects.filter(slug="one").update(title="eins")  # a pre-read in the transaction
+        if connection.vendor == "postgresql":
+            worker = threading.Thread(target=insert)
+            worker.start()
+            worker.join()
+    if connection.vendor != "postgresql":
+        insert()  # SQLite has no row locks: the insert simply follows
+    assert errors == []
+    assert Post.objects.filter(category_id=c.pk).count() == 1
+    assert Category.objects.filter(title="one").count() == 0
+    assert Category.objects.get(slug="one").title == "eins"

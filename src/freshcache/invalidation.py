@@ -160,9 +160,19 @@ def _normalized(
 
 
 def _select_rows(
-    model: type[Model], query: Query, using: str, fields: Sequence[Any], limit: int | None
+    model: type[Model],
+    query: Query,
+    using: str,
+    fields: Sequence[Any],
+    limit: int | None,
+    delete: bool,
 ) -> list[tuple[Any, ...]] | None:
-    """Rows the write is about to touch, read from the database; None if over ``limit``."""
+    """Rows the write is about to touch, read from the database; None if over ``limit``.
+
+    Inside a transaction the rows are locked as the write itself will lock them: an update
+    that keeps its keys takes ``FOR NO KEY UPDATE`` where the database has it, so inserts that
+    reference these rows (their foreign-key checks) are not held up, as with Django's own
+    ``UPDATE``."""
     pre = query.chain(klass=Query)
     qs: QuerySet[Any] = QuerySet(model=model, query=pre, using=using)
     qs = qs.values_list(*(f.attname for f in fields)).order_by(fields[0].attname)
@@ -170,7 +180,10 @@ def _select_rows(
     connection = connections[using]
     features = connection.features
     if tx.in_transaction(connection) and features.has_select_for_update:
-        qs = qs.select_for_update(of=("self",) if features.has_select_for_update_of else ())
+        qs = qs.select_for_update(
+            of=("self",) if features.has_select_for_update_of else (),
+            no_key=not delete and features.has_select_for_no_key_update,
+        )
     if limit is None:
         return list(qs)
     rows = list(qs[: limit + 1])
@@ -305,7 +318,7 @@ def _write_with_old_values(
     old: list[tuple[Any, ...]] | None = []
     if needed is not None and needed[0]:
         limit = None if _force_granular.get() else settings.GRANULAR_WRITE_LIMIT
-        old = _select_rows(model, query, using, needed[0], limit)
+        old = _select_rows(model, query, using, needed[0], limit, delete)
     result = run()
     read = needed is not None and bool(needed[0])
     if needed is None or old is None or (read and _more_rows_than_read(result, old)):

@@ -6,11 +6,13 @@ inside a transaction opened for it, costs ``save()`` three extra database round 
 PostgreSQL the statement itself can return them:
 
 * ``DELETE ... RETURNING <columns>`` returns the deleted rows as they were;
-* ``UPDATE t SET ... FROM (SELECT <columns> FROM t WHERE <cond> FOR UPDATE) AS old
+* ``UPDATE t SET ... FROM (SELECT <columns> FROM t WHERE <cond> FOR NO KEY UPDATE) AS old
   WHERE t.pk = old.pk RETURNING old.<columns>, t.<columns>`` returns each row's version before
-  and after. The sub-select locks each row and, at READ COMMITTED, waits for a concurrent writer
-  and reads the row as that writer committed it, so ``old`` is the version this statement
-  replaced; the rows updated are exactly the rows it returns (no phantom can slip in).
+  and after. The sub-select locks each row as the ``UPDATE`` itself does (``NO KEY``: the
+  foreign-key checks of concurrent inserts that reference the row are not held up) and, at
+  READ COMMITTED, waits for a concurrent writer and reads the row as that writer committed it,
+  so ``old`` is the version this statement replaced; the rows updated are exactly the rows it
+  returns (no phantom can slip in).
 
 Only statements whose ``WHERE`` names rows by primary key (what ``save()``, ``delete()`` and
 ``bulk_update()`` send) take this path, so what comes back is bounded by the keys listed.
@@ -156,7 +158,8 @@ def _rewrite(
     )
     returning = [f"{old}.{a}" for a in aliases] + [f"{table}.{qn(f.column)}" for f in fields]
     rewritten = (
-        f"{head} FROM (SELECT {picked} FROM {table} WHERE {where_sql} FOR UPDATE) AS {old} "
+        f"{head} FROM (SELECT {picked} FROM {table} WHERE {where_sql} FOR NO KEY UPDATE) "
+        f"AS {old} "
         f"WHERE {table}.{qn(fields[0].column)} = {old}.{aliases[0]} RETURNING "
         + ", ".join(f"{r} AS {qn(name)}" for r, name in zip(returning, names, strict=True))
     )
