@@ -569,7 +569,8 @@ def _why_missed(r: Run, verdicts: list[str]) -> list[str]:
         )
         out.append(
             "- **save().** On PostgreSQL it sends one statement, the `UPDATE` returning the old "
-            "values from a `FOR NO KEY UPDATE` sub-select, then one round trip to Redis that must be "
+            "values from a `FOR NO KEY UPDATE` sub-select, then one round trip to Redis that "
+            "must be "
             f"acknowledged before `save()` returns{extra}: the sub-select's join and lock in "
             "PostgreSQL and the Redis round trip are what remains."
         )
