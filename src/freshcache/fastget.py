@@ -66,6 +66,9 @@ _QS_METHODS = ("get", "filter", "_filter_or_exclude", "order_by", "_chain", "_cl
 _VALUE_TYPES = (int, str, UUID)
 _MISSING = object()
 _MAX_STATEMENTS = 4096
+_MAX_KEYS = 4096
+#: Longer text values are not remembered: the memo holds 4,096 values, which may be user input.
+_MAX_MEMO_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ _vouched_for: set[tuple[type, str, str, type]] = set()
 #: The statement a fill sends, per (model, attname, db, value type, connection class, Query
 #: class), taken from the compiler on a vouched fill; see :func:`_statement`.
 _statements: dict[tuple[Any, ...], str] = {}
+#: (key, plan, deps) by (prefix, scope, db, model, attname, value type, value).
+_keys: dict[tuple[Any, ...], tuple[str, Plan, Deps]] = {}
 _lock = threading.Lock()
 
 
@@ -97,6 +102,7 @@ def _forget() -> None:
         _disabled.clear()
         _vouched_for.clear()
         _statements.clear()
+        _keys.clear()
 
 
 def shape_of(model: type) -> _Shape | None:
@@ -287,17 +293,19 @@ def _get(
     policy: tuple[int, bool, bool],
 ) -> Any:
     timeout, use_lock, local_get = policy
-    deps = _deps(shape, field, prepped, db)
     profile = profile_for(model)
     prefix = key_prefix(db, (shape.table,))
     scope = "" if profile is not None and profile.db_agnostic else db
-    text = (
-        f"{scope}\x00{model._meta.label_lower}\x00{shape.table}\x00{shape.columns}\x00"
-        f"{field.column}\x00{type(prepped).__name__}\x00{prepped}"
-    )
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
-    key = f"{prefix}o:{digest.hexdigest()}"
-    plan = Plan.build(deps, prefix)
+    memo = (prefix, scope, db, model, field.attname, type(prepped), prepped)
+    known = _keys.get(memo)
+    if known is None:
+        known = _key_and_plan(shape, model, field, prepped, db, prefix, scope)
+        if not isinstance(prepped, str) or len(prepped) <= _MAX_MEMO_TEXT:
+            with _lock:
+                if len(_keys) >= _MAX_KEYS:
+                    _keys.clear()
+                _keys[memo] = known
+    key, plan, deps = known
     read = _Read(qs, model, field, lookup, prepped, db, connection, key, plan, deps, timeout)
     local = local_get and store.healthy()
     seq = local_gets.seq
@@ -326,6 +334,21 @@ def _get(
         local_gets.put(key, rows, plan.keys, seq)
     cache_read.send(sender=model, func=None, hit=hit)
     return _result(model, qs, db, connection, rows)
+
+
+def _key_and_plan(
+    shape: _Shape, model: Any, field: Any, prepped: object, db: str, prefix: str, scope: str
+) -> tuple[str, Plan, Deps]:
+    """The value key, plan and dependencies of ``get(<field>=prepped)``: everything in them
+    comes from the arguments (the prefix too, taken per call since a callable prefix may
+    change), which is why :func:`_get` remembers them by those."""
+    deps = _deps(shape, field, prepped, db)
+    text = (
+        f"{scope}\x00{model._meta.label_lower}\x00{shape.table}\x00{shape.columns}\x00"
+        f"{field.column}\x00{type(prepped).__name__}\x00{prepped}"
+    )
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    return f"{prefix}o:{digest.hexdigest()}", Plan.build(deps, prefix), deps
 
 
 def _decoded(probe: Any, key: str) -> list[Sequence[Any]] | None:

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from freshcache.exceptions import (
     ImproperlyConfigured,
@@ -96,8 +97,6 @@ _codecs: dict[str, Serializer] = {}
 def rows_codec() -> Serializer:
     """The codec for query rows: ``FRESHCACHE_SERIALIZER`` (a dotted path to a class with
     ``dumps``/``loads``) or the built-in :class:`RowsCodec`. One instance per path."""
-    from django.utils.module_loading import import_string
-
     from freshcache.conf import settings as fc_settings
 
     path = fc_settings.SERIALIZER or "freshcache.serializers.RowsCodec"

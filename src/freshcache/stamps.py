@@ -19,21 +19,24 @@ import decimal
 import hashlib
 import os
 import uuid
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import FieldError
 
 __all__ = [
+    "SCHEME_SEP",
     "UNKNOWN",
     "Conj",
     "column_value",
     "field_info",
     "new_token",
     "normalize",
+    "parse_registry",
     "row_conj_values",
     "row_stamp_keys",
     "scheme",
+    "scheme_text",
     "stamp_key",
 ]
 
@@ -214,3 +217,35 @@ def row_stamp_keys(
             if key not in keys:
                 keys.append(key)
     return keys
+
+
+# -- registries ---------------------------------------------------------------------------------
+
+#: Separates the epoch and the schemes in a registry value: ``@<epoch>;<scheme>;...``.
+SCHEME_SEP = b";"
+
+
+def parse_registry(raw: bytes | None) -> tuple[bytes, frozenset[str]] | None:
+    """``(epoch, schemes)`` of a registry value, or None if it is missing or not ours.
+
+    Every read parses the registries it fetched, and a registry changes only when a table
+    gains a scheme or is invalidated whole, so the results are remembered by value.
+    """
+    if not raw or not raw.startswith(b"@"):
+        return None
+    parsed = _parsed.get(raw)
+    if parsed is None:
+        parts = raw.split(SCHEME_SEP)
+        parsed = parts[0], frozenset(p.decode() for p in parts[1:] if p)
+        if len(_parsed) >= _MAX_PARSED:
+            _parsed.clear()
+        _parsed[raw] = parsed
+    return parsed
+
+
+_parsed: dict[bytes, tuple[bytes, frozenset[str]]] = {}
+_MAX_PARSED = 1024
+
+
+def scheme_text(cols: Sequence[str]) -> str:
+    return ",".join(cols)

@@ -46,7 +46,16 @@ from freshcache.exceptions import BackendError, PayloadError, SerializationError
 from freshcache.local import publish
 from freshcache.locks import DogPileLocks
 from freshcache.resilience import GEN_SEP, Resilience
-from freshcache.stamps import Conj, new_token, row_stamp_keys, scheme, stamp_key
+from freshcache.stamps import (
+    SCHEME_SEP,
+    Conj,
+    new_token,
+    parse_registry,
+    row_stamp_keys,
+    scheme,
+    scheme_text,
+    stamp_key,
+)
 
 __all__ = ["STAMP_MARGIN", "Plan", "Probe", "Store", "TableChange", "store"]
 
@@ -55,19 +64,6 @@ T = TypeVar("T")
 
 #: Stamps outlive the values that use them by this many seconds.
 STAMP_MARGIN = 60
-_SCHEME_SEP = b";"
-
-
-def parse_registry(raw: bytes | None) -> tuple[bytes, frozenset[str]] | None:
-    """``(epoch, schemes)`` of a registry value, or None if it is missing or not ours."""
-    if not raw or not raw.startswith(b"@"):
-        return None
-    parts = raw.split(_SCHEME_SEP)
-    return parts[0], frozenset(p.decode() for p in parts[1:] if p)
-
-
-def scheme_text(cols: Sequence[str]) -> str:
-    return ",".join(cols)
 
 
 @dataclass(frozen=True)
@@ -228,17 +224,17 @@ class Store(Resilience, DynamicValues, DogPileLocks):
             parsed = parse_registry(raw)
             wanted = plan.schemes[i]
             if parsed is None:
-                entry = b"@" + new_token() + _SCHEME_SEP
-                entry += b"".join(s.encode() + _SCHEME_SEP for s in sorted(wanted))
+                entry = b"@" + new_token() + SCHEME_SEP
+                entry += b"".join(s.encode() + SCHEME_SEP for s in sorted(wanted))
                 if raw is None:
                     nx[registry] = entry
                     # If another process created it first, our schemes still get in.
-                    appends.extend((registry, s.encode() + _SCHEME_SEP) for s in sorted(wanted))
+                    appends.extend((registry, s.encode() + SCHEME_SEP) for s in sorted(wanted))
                 else:
                     overwrite[registry] = entry
             else:
                 missing = wanted - parsed[1]
-                appends.extend((registry, s.encode() + _SCHEME_SEP) for s in sorted(missing))
+                appends.extend((registry, s.encode() + SCHEME_SEP) for s in sorted(missing))
         first_stamp = 1 + len(plan.registries)
         for key, value in zip(plan.keys[first_stamp:], probe.current[first_stamp:], strict=True):
             if value is None:
