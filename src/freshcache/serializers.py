@@ -34,6 +34,8 @@ import msgpack
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from freshcache.conf import on_reset
+from freshcache.conf import settings as fc_settings
 from freshcache.exceptions import (
     ImproperlyConfigured,
     PayloadError,
@@ -92,18 +94,24 @@ class SignedPickle:
 
 
 _codecs: dict[str, Serializer] = {}
+#: The codec of the current settings (every read asks for it; a settings change resets it).
+_current: list[Serializer] = []
 
 
 def rows_codec() -> Serializer:
     """The codec for query rows: ``FRESHCACHE_SERIALIZER`` (a dotted path to a class with
     ``dumps``/``loads``) or the built-in :class:`RowsCodec`. One instance per path."""
-    from freshcache.conf import settings as fc_settings
-
+    if _current:
+        return _current[0]
     path = fc_settings.SERIALIZER or "freshcache.serializers.RowsCodec"
     codec = _codecs.get(path)
     if codec is None:
         codec = _codecs[path] = import_string(path)()
+    _current[:] = [codec]
     return codec
+
+
+on_reset(_current.clear)
 
 
 # --- rows codec -------------------------------------------------------------------------------
