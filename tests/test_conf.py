@@ -210,14 +210,18 @@ class UpperCodec:
 @pytest.mark.django_db(transaction=True)
 def test_serializer_setting_chooses_the_rows_codec() -> None:
     from freshcache.backends import get_backend
+    from freshcache.serializers import RowsCodec, rows_codec
 
     Category.objects.create(title="x", slug="x")
+    assert type(rows_codec()) is RowsCodec  # read before the change: the setting still wins
     with override_settings(FRESHCACHE_SERIALIZER="tests.test_conf.UpperCodec"):
+        assert type(rows_codec()) is UpperCodec
         assert [c.title for c in Category.objects.all()] == ["x"]
         assert [c.title for c in Category.objects.all()] == ["x"]
         backend = get_backend()
         keys = [k for k in _all_keys(backend) if ":q:" in k]
         assert keys and all(b"UP" in (backend.get_many([k])[0] or b"") for k in keys)
+    assert type(rows_codec()) is RowsCodec
 
 
 def _all_keys(backend: object) -> list[str]:
