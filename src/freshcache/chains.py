@@ -45,6 +45,7 @@ from django.db.models.sql.query import Query
 from freshcache import capture, fastget, rebuild
 from freshcache import transaction as tx
 from freshcache.conf import on_reset, settings
+from freshcache.memo import Memo
 from freshcache.queryset import Learned, learning, options_of, policy_for, probed
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
@@ -76,16 +77,14 @@ class _Entry:
 
 
 _memo: dict[Hashable, _Entry] = {}
-_paths: dict[tuple[type, str], tuple[Any, str] | None] = {}
-_orderings: dict[tuple[type, str], bool] = {}
+_paths: Memo[tuple[type, str], tuple[Any, str] | None] = Memo(_MEMO_MAX)
+_orderings: Memo[tuple[type, str], bool] = Memo(_MEMO_MAX)
 _lookup_classes: dict[type, bool] = {}
 
 
 @on_reset
 def _forget() -> None:
     _memo.clear()
-    _paths.clear()
-    _orderings.clear()
 
 
 # -- what a step may contain ----------------------------------------------------------------------
@@ -133,10 +132,7 @@ def _path(model: Any, name: str) -> tuple[Any, str] | None:
             not forward or not _django_field(compared) or compared.get_internal_type() in _TEMPORAL
         ):
             found = None
-    if len(_paths) >= _MEMO_MAX:  # names can come from user input: stay bounded
-        _paths.clear()
-    _paths[key] = found
-    return found
+    return _paths.put(key, found)  # bounded: names can come from user input
 
 
 #: Fields whose prepared values can depend on the time zone in force: never recorded.
@@ -200,9 +196,7 @@ def _orderable(model: Any, name: object) -> bool:
     if verdict is None:
         path = name.removeprefix("-")
         verdict = name != "?" and _resolve(model, path, frozenset()) is not None
-        if len(_orderings) >= _MEMO_MAX:
-            _orderings.clear()
-        _orderings[key] = verdict
+        _orderings.put(key, verdict)
     return verdict
 
 

@@ -46,6 +46,7 @@ from freshcache.conf import key_prefix, on_reset, profile_for, settings
 from freshcache.dependencies import Deps, query_dependencies, text_exact
 from freshcache.exceptions import SerializationError, UncacheableQuery
 from freshcache.local import local_gets
+from freshcache.memo import Memo
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
 from freshcache.stamps import UNKNOWN, column_value, field_info
@@ -65,8 +66,6 @@ _QS_METHODS = ("get", "filter", "_filter_or_exclude", "order_by", "_chain", "_cl
                "_fetch_all", "__iter__", "iterator")  # fmt: skip
 _VALUE_TYPES = (int, str, UUID)
 _MISSING = object()
-_MAX_STATEMENTS = 4096
-_MAX_KEYS = 4096
 #: Longer text values are not remembered: the memo holds 4,096 values, which may be user input.
 _MAX_MEMO_TEXT = 200
 
@@ -89,9 +88,9 @@ _disabled: set[tuple[type, str]] = set()
 _vouched_for: set[tuple[type, str, str, type]] = set()
 #: The statement a fill sends, per (model, attname, db, value type, connection class, Query
 #: class), taken from the compiler on a vouched fill; see :func:`_statement`.
-_statements: dict[tuple[Any, ...], str] = {}
+_statements: Memo[tuple[Any, ...], str] = Memo()
 #: (key, plan, deps) by (prefix, scope, db, model, attname, value type, value).
-_keys: dict[tuple[Any, ...], tuple[str, Plan, Deps]] = {}
+_keys: Memo[tuple[Any, ...], tuple[str, Plan, Deps]] = Memo()
 _lock = threading.Lock()
 
 
@@ -101,8 +100,6 @@ def _forget() -> None:
         _shapes.clear()
         _disabled.clear()
         _vouched_for.clear()
-        _statements.clear()
-        _keys.clear()
 
 
 def shape_of(model: type) -> _Shape | None:
@@ -301,12 +298,8 @@ def _get(
     if known is None:
         known = _key_and_plan(shape, model, field, prepped, db, prefix, scope)
         if not isinstance(prepped, str) or len(prepped) <= _MAX_MEMO_TEXT:
-            with _lock:
-                if len(_keys) >= _MAX_KEYS:
-                    _keys.clear()
-                _keys[memo] = known
+            _keys.put(memo, known)
     key, plan, deps = known
-    read = _Read(qs, model, field, lookup, prepped, db, connection, key, plan, deps, timeout)
     local = local_get and store.healthy()
     seq = local_gets.seq
     if local:
@@ -317,6 +310,8 @@ def _get(
     probe = store.lookup(key, plan, timeout)
     rows = _decoded(probe, key)
     hit = rows is not None
+    if not hit:  # what a fill needs, built only for a miss
+        read = _Read(qs, model, field, lookup, prepped, db, connection, key, plan, deps, timeout)
     if not hit and probe is not None and use_lock and tx.can_store(connection):
         token = store.lock_or_wait(key, settings.LOCK_TIMEOUT)
         if token is None:  # someone else computed it meanwhile (or gave up): look again
@@ -440,10 +435,7 @@ def _statement(known: tuple[Any, ...], compiled: tuple[str, Any], read: _Read) -
     except Exception:
         return
     if len(params) == 1 and type(params[0]) is type(mine) and params[0] == mine:
-        with _lock:
-            if len(_statements) >= _MAX_STATEMENTS:
-                _statements.clear()
-            _statements[known] = sql
+        _statements.put(known, sql)
 
 
 def _vouched(query: Query, read: _Read) -> bool:

@@ -20,7 +20,6 @@ Only statements whose ``WHERE`` names rows by primary key (what ``save()``, ``de
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +27,8 @@ from django.db import connections
 from django.db.models.expressions import Col
 from django.db.models.lookups import Exact, In
 from django.db.models.sql.where import AND
+
+from freshcache.memo import Memo
 
 __all__ = ["Returned", "pinned_rows", "run_returning"]
 
@@ -37,10 +38,8 @@ Returned = tuple[Any, list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None
 
 _OLD = "__freshcache_old"
 _UNKNOWN: Any = object()
-_MAX_REWRITES = 4096
 #: Rewritten statements by (statement, delete, vendor, returned columns).
-_rewrites: dict[tuple[Any, ...], tuple[str, list[str]] | None] = {}
-_lock = threading.Lock()
+_rewrites: Memo[tuple[Any, ...], tuple[str, list[str]] | None] = Memo()
 _converters: dict[tuple[int, str], tuple[Any, list[Any], Any]] = {}
 
 
@@ -84,11 +83,7 @@ def run_returning(
     )
     known = _rewrites.get(memo, _UNKNOWN)
     if known is _UNKNOWN:
-        known = _rewrite(compiler, connection, sql, params, fields, delete)
-        with _lock:
-            if len(_rewrites) >= _MAX_REWRITES:
-                _rewrites.clear()
-            _rewrites[memo] = known
+        known = _rewrites.put(memo, _rewrite(compiler, connection, sql, params, fields, delete))
     if known is None:
         return None
     rewritten, names = known

@@ -24,6 +24,8 @@ from typing import Any
 
 from django.core.exceptions import FieldError
 
+from freshcache.memo import Memo
+
 __all__ = [
     "SCHEME_SEP",
     "UNKNOWN",
@@ -236,15 +238,11 @@ def parse_registry(raw: bytes | None) -> tuple[bytes, frozenset[str]] | None:
     parsed = _parsed.get(raw)
     if parsed is None:
         parts = raw.split(SCHEME_SEP)
-        parsed = parts[0], frozenset(p.decode() for p in parts[1:] if p)
-        if len(_parsed) >= _MAX_PARSED:
-            _parsed.clear()
-        _parsed[raw] = parsed
+        parsed = _parsed.put(raw, (parts[0], frozenset(p.decode() for p in parts[1:] if p)))
     return parsed
 
 
-_parsed: dict[bytes, tuple[bytes, frozenset[str]]] = {}
-_MAX_PARSED = 1024
+_parsed: Memo[bytes, tuple[bytes, frozenset[str]]] = Memo(1024)
 
 
 def scheme_text(cols: Sequence[str]) -> str:
