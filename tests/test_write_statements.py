@@ -205,3 +205,21 @@ def test_writes_do_not_hold_up_inserts_that_reference_their_rows() -> None:
     assert Post.objects.filter(category_id=c.pk).count() == 1
     assert Category.objects.filter(title="one").count() == 0
     assert Category.objects.get(slug="one").title == "eins"
+
+
+def test_old_and_new_rows_are_merged_only_when_identical() -> None:
+    from decimal import Decimal
+
+    from freshcache.invalidation import _distinct_rows
+
+    # A save that keeps its keys returns the same values twice: one set of stamps.
+    assert _distinct_rows([(1, "a", None)], [(1, "a", None)]) == [(1, "a", None)]
+    assert _distinct_rows([(1, "a")], [(1, "b")]) == [(1, "a"), (1, "b")]
+    # Equal is not enough where the stamps differ: 1 == True, Decimal("1.5") == Decimal("1.50").
+    assert _distinct_rows([(1, 1)], [(1, True)]) == [(1, 1), (1, True)]
+    assert _distinct_rows([(1, Decimal("1.5"))], [(1, Decimal("1.50"))]) == [
+        (1, Decimal("1.5")),
+        (1, Decimal("1.50")),
+    ]
+    rows = [(i, f"s{i}") for i in range(3)]
+    assert _distinct_rows(rows, [*rows, (3, "s3")]) == [*rows, (3, "s3")]

@@ -137,6 +137,11 @@ def raw_write_wrapper(
     if capture.active() and not capture.orm_read.get() and not _orm_write.get():
         capture.poison("SQL run outside the ORM's read path")
     result = execute(sql, params, many, context)
+    if _orm_write.get():
+        # An ORM insert, update or delete: its compiler hook invalidates, and its text need
+        # not be parsed to know that it writes.
+        tx.mark_dirty(context["connection"])
+        return result
     if not isinstance(sql, str):
         sql = str(sql)
     tables = rawsql.written_tables(sql)
@@ -146,8 +151,6 @@ def raw_write_wrapper(
         return result
     connection = context["connection"]
     tx.mark_dirty(connection)
-    if _orm_write.get():
-        return result
     if not invalidation.active():
         invalidation.skipped(connection.alias, tables)
         return result

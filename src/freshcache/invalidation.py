@@ -159,6 +159,31 @@ def _normalized(
     return row_conj_values(model, values)
 
 
+#: Value types whose equality is identity of the stamp they make (no 1 == True, 1.5 == 1.50,
+#: or same instant in two time zones).
+_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
+
+
+def _distinct_rows(
+    old: Sequence[tuple[Any, ...]], new: Sequence[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """``old`` then ``new``, without the new rows that repeat an old one: a ``save()`` that
+    keeps its key columns returns the same values twice, and one set of stamps is enough."""
+    seen = {key for key in map(_plain_key, old) if key is not None}
+    rows = list(old)
+    for row in new:
+        key = _plain_key(row)
+        if key is None or key not in seen:
+            rows.append(row)
+    return rows
+
+
+def _plain_key(row: tuple[Any, ...]) -> tuple[tuple[type, ...], tuple[Any, ...]] | None:
+    if all(type(v) in _PLAIN_TYPES for v in row):
+        return tuple(map(type, row)), row
+    return None
+
+
 def _select_rows(
     model: type[Model],
     query: Query,
@@ -289,7 +314,7 @@ def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) 
                     request(using, [TableChange(table=table, whole_table=True)])
                     return result
                 fields, columns = needed
-                rows = [_normalized(model, fields, row) for row in (*old, *new)]
+                rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
                 request(using, [TableChange(table=table, rows=rows, columns=columns)])
                 return result
     connection = connections[using]

@@ -7,8 +7,9 @@ PostgreSQL the statement itself can return them:
 
 * ``DELETE ... RETURNING <columns>`` returns the deleted rows as they were;
 * ``UPDATE t SET ... FROM (SELECT <columns> FROM t WHERE <cond> FOR NO KEY UPDATE) AS old
-  WHERE t.pk = old.pk RETURNING old.<columns>, t.<columns>`` returns each row's version before
-  and after. The sub-select locks each row as the ``UPDATE`` itself does (``NO KEY``: the
+  WHERE <cond> AND t.pk = old.pk RETURNING old.<columns>, t.<columns>`` returns each row's
+  version before and after (``<cond>`` is repeated outside: implied by the join, it lets the
+  planner start from the primary key index, which plans and runs measurably faster). The sub-select locks each row as the ``UPDATE`` itself does (``NO KEY``: the
   foreign-key checks of concurrent inserts that reference the row are not held up) and, at
   READ COMMITTED, waits for a concurrent writer and reads the row as that writer committed it,
   so ``old`` is the version this statement replaced; the rows updated are exactly the rows it
@@ -38,8 +39,9 @@ Returned = tuple[Any, list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None
 
 _OLD = "__freshcache_old"
 _UNKNOWN: Any = object()
-#: Rewritten statements by (statement, delete, vendor, returned columns).
-_rewrites: Memo[tuple[Any, ...], tuple[str, list[str]] | None] = Memo()
+#: Rewritten statements by (statement, delete, vendor, returned columns): the text, the names
+#: of the returned columns, and how many trailing parameters (the WHERE's) are sent twice.
+_rewrites: Memo[tuple[Any, ...], tuple[str, list[str], int] | None] = Memo()
 _converters: dict[tuple[int, str], tuple[Any, list[Any], Any]] = {}
 
 
@@ -86,9 +88,12 @@ def run_returning(
         known = _rewrites.put(memo, _rewrite(compiler, connection, sql, params, fields, delete))
     if known is None:
         return None
-    rewritten, names = known
-    # Both rewrites keep the parameters in their order (SET values, then the WHERE's).
+    rewritten, names, repeated = known
+    # Both rewrites keep the parameters in their order (SET values, then the WHERE's); the
+    # update's WHERE appears twice, so its parameters follow once more.
     new_params = tuple(params)
+    if repeated:
+        new_params += new_params[-repeated:]
 
     def as_sql(*args: Any, **kwargs: Any) -> Any:
         return rewritten, new_params
@@ -126,9 +131,10 @@ def _rewrite(
     params: Sequence[Any],
     fields: Sequence[Any],
     delete: bool,
-) -> tuple[str, list[str]] | None:
-    """The statement that returns ``fields`` and the names of the columns it returns; it
-    depends only on the statement's text, which is why :func:`run_returning` remembers it."""
+) -> tuple[str, list[str], int] | None:
+    """The statement that returns ``fields``, the names of the columns it returns and how many
+    trailing parameters it repeats; it depends only on the statement's text, which is why
+    :func:`run_returning` remembers it."""
     query = compiler.query
     qn = connection.ops.quote_name
     table = qn(query.model._meta.db_table)
@@ -141,11 +147,11 @@ def _rewrite(
         rewritten = f"{sql} RETURNING " + ", ".join(
             f"{table}.{qn(f.column)} AS {qn(name)}" for f, name in zip(fields, names, strict=True)
         )
-        return rewritten, names
+        return rewritten, names, 0
     split = _split_update(compiler, sql, params)
     if split is None:
         return None
-    head, where_sql = split
+    head, where_sql, n_where = split
     old = qn(_OLD)
     aliases = [qn(f"c{i}") for i in range(len(fields))]
     picked = ", ".join(
@@ -155,22 +161,25 @@ def _rewrite(
     rewritten = (
         f"{head} FROM (SELECT {picked} FROM {table} WHERE {where_sql} FOR NO KEY UPDATE) "
         f"AS {old} "
-        f"WHERE {table}.{qn(fields[0].column)} = {old}.{aliases[0]} RETURNING "
+        f"WHERE ({where_sql}) AND {table}.{qn(fields[0].column)} = {old}.{aliases[0]} RETURNING "
         + ", ".join(f"{r} AS {qn(name)}" for r, name in zip(returning, names, strict=True))
     )
-    return rewritten, names
+    return rewritten, names, n_where
 
 
-def _split_update(compiler: Any, sql: str, params: Sequence[Any]) -> tuple[str, str] | None:
-    """``UPDATE t SET ...`` and its WHERE, recompiled to find where one ends and the other
-    starts; None if the statement is not shaped as expected."""
+def _split_update(
+    compiler: Any, sql: str, params: Sequence[Any]
+) -> tuple[str, str, int] | None:
+    """``UPDATE t SET ...``, its WHERE (recompiled to find where one ends and the other
+    starts) and the WHERE's number of parameters; None if the statement is not shaped as
+    expected."""
     where_sql, where_params = compiler.compile(compiler.query.where)
     tail = f" WHERE {where_sql}"
     n = len(where_params)
     params = tuple(params)
     if not where_sql or not sql.endswith(tail) or params[len(params) - n :] != tuple(where_params):
         return None
-    return sql[: -len(tail)], where_sql
+    return sql[: -len(tail)], where_sql, n
 
 
 def _converted(connection: Any, fields: Sequence[Any], row: Sequence[Any]) -> tuple[Any, ...]:
