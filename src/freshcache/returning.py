@@ -9,11 +9,12 @@ PostgreSQL the statement itself can return them:
 * ``UPDATE t SET ... FROM (SELECT <columns> FROM t WHERE <cond> FOR NO KEY UPDATE) AS old
   WHERE <cond> AND t.pk = old.pk RETURNING old.<columns>, t.<columns>`` returns each row's
   version before and after (``<cond>`` is repeated outside: implied by the join, it lets the
-  planner start from the primary key index, which plans and runs measurably faster). The sub-select locks each row as the ``UPDATE`` itself does (``NO KEY``: the
-  foreign-key checks of concurrent inserts that reference the row are not held up) and, at
-  READ COMMITTED, waits for a concurrent writer and reads the row as that writer committed it,
-  so ``old`` is the version this statement replaced; the rows updated are exactly the rows it
-  returns (no phantom can slip in).
+  planner start from the primary key index, which plans and runs measurably faster). The
+  sub-select locks each row as the ``UPDATE`` itself does (``NO KEY``: the foreign-key checks
+  of concurrent inserts that reference the row are not held up) and, at READ COMMITTED, waits
+  for a concurrent writer and reads the row as that writer committed it, so ``old`` is the
+  version this statement replaced; the rows updated are exactly the rows it returns (no
+  phantom can slip in).
 
 Only statements whose ``WHERE`` names rows by primary key (what ``save()``, ``delete()`` and
 ``bulk_update()`` send) take this path, so what comes back is bounded by the keys listed.
@@ -167,9 +168,7 @@ def _rewrite(
     return rewritten, names, n_where
 
 
-def _split_update(
-    compiler: Any, sql: str, params: Sequence[Any]
-) -> tuple[str, str, int] | None:
+def _split_update(compiler: Any, sql: str, params: Sequence[Any]) -> tuple[str, str, int] | None:
     """``UPDATE t SET ...``, its WHERE (recompiled to find where one ends and the other
     starts) and the WHERE's number of parameters; None if the statement is not shaped as
     expected."""
