@@ -176,6 +176,11 @@ class Config:
     backend: str = "redis"
     #: The micro operations this run times, in order (a subset of MICRO_OPS).
     micro_ops: list[str] = field(default_factory=lambda: list(MICRO_OPS))
+    #: CPU per operation (benchmarks.cost): operations measured per write ratio, after a
+    #: warm-up, in ``cost_rounds`` rounds the libraries take turns in (0 skips it).
+    cost_ops: int = 1500
+    cost_warmup: int = 300
+    cost_rounds: int = 2
 
     @classmethod
     def make(cls, *, quick: bool = False, long: bool = False, backend: str = "redis") -> Config:
@@ -196,6 +201,9 @@ class Config:
             rounds=2,
             invalidate_keys=2000,
             invalidate_repeats=1,
+            cost_ops=300,
+            cost_warmup=100,
+            cost_rounds=1,
             mixed=MixedConfig(
                 workers=[1, 4],
                 write_ratios=[0.01, 0.50],
@@ -234,6 +242,7 @@ class Config:
         mixed = raw.pop("mixed")
         mixed.setdefault("rounds", 1)  # results from before rounds existed
         mixed["memory_cell"] = tuple(mixed["memory_cell"])
+        raw.setdefault("cost_rounds", 0)  # results from before CPU per operation was measured
         return cls(**raw, mixed=MixedConfig(**mixed))
 
 

@@ -345,6 +345,33 @@ def section_latency(r: Run) -> str:
     return table(header, rows)
 
 
+def cost_cell(r: Run, lib: str, write_ratio: float) -> dict[str, Any] | None:
+    for cell in r.results.get(lib, {}).get("cost") or []:
+        if abs(cell["write_ratio"] - write_ratio) < 1e-9:
+            return cell
+    return None
+
+
+def cost_total(cell: dict[str, Any]) -> float:
+    return sum(cell[k] or 0.0 for k in ("client_us", "postgres_us", "redis_us"))
+
+
+def section_cost(r: Run) -> str:
+    header = ["writes", *(r.labels[i] for i in r.ids)]
+    rows = []
+    for w in r.raw["config"]["mixed"]["write_ratios"]:
+        row = [f"{w:.0%}"]
+        for i in r.ids:
+            cell = cost_cell(r, i, w)
+            if cell is None:
+                row.append(DASH)
+                continue
+            parts = " + ".join(us(cell[k]) for k in ("client_us", "postgres_us", "redis_us"))
+            row.append(f"**{us(cost_total(cell))}** ({parts})")
+        rows.append(row)
+    return table(header, rows)
+
+
 def cell_name(r: Run, cell: dict[str, Any]) -> str:
     mixed = r.raw["config"]["mixed"]
     name = f"{cell['workers']} workers, {cell['write_ratio']:.0%} writes"
@@ -578,9 +605,29 @@ def _why_missed(r: Run, verdicts: list[str]) -> list[str]:
         out.append(
             "- **Mixed workload.** A cell's throughput is bound by its slowest operations "
             "(misses after writes, saves), and by two cores shared with PostgreSQL, Redis "
-            "and the other workers." + _uncached_ceiling(r)
+            "and the other workers." + _uncached_ceiling(r) + _cpu_note(r)
         )
     return out
+
+
+def _cpu_note(r: Run) -> str:
+    """What one operation costs the machine at the highest write ratio, by library."""
+    w = max(r.raw["config"]["mixed"]["write_ratios"])
+    cells = {i: cost_cell(r, i, w) for i in r.ids}
+    ours = cells.get(FC)
+    if ours is None or not any(cells.get(i) for i in ("none", "cachalot")):
+        return ""
+    others = ", ".join(
+        f"{us(cost_total(c))} µs with {r.labels[i]}"
+        for i, c in cells.items()
+        if c is not None and i in ("none", "cacheops", "cachalot")
+    )
+    return (
+        f" At {w:.0%} writes one operation costs {us(cost_total(ours))} µs of CPU with "
+        f"freshcache, of which Redis {us(ours['redis_us'])} µs, against {others} "
+        "([CPU per operation](#cpu-per-operation)): every write and every miss takes a Redis "
+        "round trip, and the two cores are shared by the workers, PostgreSQL and Redis."
+    )
 
 
 def _uncached_ceiling(r: Run) -> str:
@@ -641,7 +688,7 @@ def markdown(run: dict[str, Any]) -> str:
         "## How to run",
         "",
         "```sh",
-        "make bench            # the full run, about 10-15 minutes on 2 cores",
+        "make bench            # the full run, about 25 minutes on 2 cores",
         "make bench QUICK=1    # a ~2-minute smoke run (report: benchmarks/.results/quick/)",
         "make bench LONG=1     # adds the 10x longer memory run (about 5 more minutes)",
         "make bench LIBS=freshcache,cacheops   # a subset (ids: none, cacheops, cachalot,",
@@ -745,6 +792,29 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         section_latency(r),
         "",
+        *(
+            [
+                "### CPU per operation",
+                "",
+                "With more worker processes than cores, a cell is bound by CPU, and throughput "
+                "follows what an operation costs the machine. Here the same operation mix runs "
+                f"in one process, {config['cost_ops']:,} operations per write ratio after "
+                f"{config['cost_warmup']} warm-up ones"
+                + (
+                    f" (the median of {config['cost_rounds']} rounds)"
+                    if config.get("cost_rounds", 1) > 1
+                    else ""
+                )
+                + ", writes changing `stock` instead of `version`. Microseconds of CPU per "
+                "operation: **total** (the library's process + its PostgreSQL backend + Redis; "
+                f"{DASH} where there is none).",
+                "",
+                section_cost(r),
+                "",
+            ]
+            if config.get("cost_rounds")
+            else []
+        ),
         "### Stale reads",
         "",
         f"{mixed['check_rate']:.0%} of reads are checked. Writers take a per-item lock and "

@@ -47,7 +47,7 @@ from benchmarks.config import (
     Config,
     Library,
 )
-from benchmarks.stats import combine_rounds, summarize
+from benchmarks.stats import combine_cost, combine_rounds, summarize
 
 RESULTS = REPO_ROOT / "benchmarks" / ".results"
 _started = time.monotonic()
@@ -247,6 +247,27 @@ def run_micro(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]
     return out
 
 
+def run_cost(workers: list[Worker], config: Config) -> dict[str, list[dict[str, Any]]]:
+    """CPU per operation at each write ratio; a figure is the median of its rounds."""
+    out: dict[str, list[dict[str, Any]]] = {w.lib.id: [] for w in workers}
+    if not config.cost_rounds:
+        return out
+    for k, ratio in enumerate(config.mixed.write_ratios, 1):
+        rounds: dict[str, list[dict[str, Any]]] = {}
+        for r in range(config.cost_rounds):
+            for w in turns(workers, (k - 1) * config.cost_rounds + r + 1):
+                got = w.ask(
+                    cmd="cost", write_ratio=ratio, ops=config.cost_ops, warmup=config.cost_warmup
+                )
+                rounds.setdefault(w.lib.id, []).append(got)
+        for lib_id, done in rounds.items():
+            cell = combine_cost(done)
+            out[lib_id].append(cell)
+            total = sum(cell[k] or 0 for k in ("client_us", "postgres_us", "redis_us"))
+            log(f"CPU per operation, writes={ratio:.0%} {lib_id}: {total:.0f} us")
+    return out
+
+
 def run_mixed(workers: list[Worker], config: Config) -> dict[str, dict[str, Any]]:
     mixed = config.mixed
     out: dict[str, dict[str, Any]] = {w.lib.id: {"cells": [], "long": None} for w in workers}
@@ -362,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         _phase[0] = "micro"
         micro = run_micro(workers, config)
+        log(f"CPU per operation of the mixed workload's operations, {config.cost_ops} each")
+        cost = run_cost(workers, config)
         _phase[0] = "mixed"
         log(
             f"mixed workload: {len(config.mixed.workers) * len(config.mixed.write_ratios)} cells "
@@ -377,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": w.info["versions"],
             "micro": {**micro[w.lib.id], "key_api": w.info["key_api"]},
             "mixed": mixed[w.lib.id],
+            "cost": cost[w.lib.id],
         }
         for w in workers
     }

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from statistics import median
 from typing import Any, TypedDict
 
-__all__ = ["Summary", "combine_rounds", "percentile", "summarize"]
+__all__ = ["Summary", "combine_cost", "combine_rounds", "percentile", "summarize"]
 
 
 class Summary(TypedDict):
@@ -83,3 +83,13 @@ def combine_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         last_round=last,
     )
     return cell
+
+
+def combine_cost(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One CPU-per-operation figure from its rounds: each measure's median (None stays None)."""
+    out = dict(rounds[0])
+    for key in ("wall_us", "client_us", "postgres_us", "redis_us"):
+        values = [r[key] for r in rounds if r[key] is not None]
+        out[key] = median(values) if values else None
+    out["ops"] = sum(r["ops"] for r in rounds)
+    return out

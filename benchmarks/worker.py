@@ -4,14 +4,14 @@
 
 The driver (:mod:`benchmarks.run`) starts one per library, sets ``BENCH_PG_*``,
 ``BENCH_DB_NAME``, ``BENCH_REDIS_URL`` (a cluster node URL for a cluster library) and
-``BENCH_STATE_REDIS_URL``, and then sends JSON
-commands on stdin, one per line (``micro``, ``check``, ``floor``, ``mixed``, ``quit``); each gets
-one JSON line back on stdout (``{"result": ...}`` or ``{"error": traceback}``). All workers live
-through the whole run and take turns, so that whatever else the machine does meanwhile weighs
-on every library alike. The PostgreSQL database ``BENCH_DB_NAME`` is dropped and created anew,
-so every library starts from the same rows. The library's Redis is emptied at start, before
-every mixed cell and at exit: ``FLUSHDB`` of its database, or ``FLUSHALL`` on every primary of
-the cluster (:mod:`benchmarks.servers`).
+``BENCH_STATE_REDIS_URL``, and then sends JSON commands on stdin, one per line (``micro``,
+``check``, ``floor``, ``cost``, ``mixed``, ``quit``); each gets one JSON line back on stdout
+(``{"result": ...}`` or ``{"error": traceback}``). All workers live through the whole run and
+take turns, so that whatever else the machine does meanwhile weighs on every library alike.
+The PostgreSQL database ``BENCH_DB_NAME`` is dropped and created anew, so every library starts
+from the same rows. The library's Redis is emptied at start, before every mixed cell and at
+exit: ``FLUSHDB`` of its database, or ``FLUSHALL`` on every primary of the cluster
+(:mod:`benchmarks.servers`).
 """
 
 from __future__ import annotations
@@ -165,6 +165,12 @@ def handle(
         return micro.check(command["op"])
     if kind == "floor":
         return micro.floor_batch(command["op"], command["iterations"], command["warmup"])
+    if kind == "cost":
+        from benchmarks.cost import measure
+
+        return measure(
+            spec, command["write_ratio"], command["ops"], command["warmup"], redis_url, cluster
+        )
     if kind == "mixed":
         from django.db import connections
 
