@@ -266,6 +266,17 @@ def test_a_queryset_that_applies_filters_its_own_way_is_not_recorded() -> None:
     assert "_freshcache_chain" in Category.objects.filter(title="one").__dict__
 
 
+def test_models_that_are_never_cached_record_no_chain() -> None:
+    from django.contrib.auth.models import Group as AuthGroup
+
+    # auth.Group has no profile (tests/settings.py): its reads are never cached, so recording
+    # its chains would only slow down every filter().
+    qs = AuthGroup.objects.filter(name="x").order_by("name")[:3]
+    assert "_freshcache_chain" not in qs.__dict__
+    assert list(qs) == [] and qs.count() == 0
+    assert "_freshcache_chain" in Category.objects.filter(title="x").order_by("id")[:3].__dict__
+
+
 def test_reads_in_a_transaction_with_writes_see_them(
     blog: dict[str, Any], queries: Any, compiles: list[str]
 ) -> None:

@@ -44,7 +44,7 @@ from django.db.models.sql.query import Query
 
 from freshcache import capture, fastget, rebuild
 from freshcache import transaction as tx
-from freshcache.conf import on_reset, settings
+from freshcache.conf import on_reset, profile_for, settings
 from freshcache.memo import Memo
 from freshcache.queryset import Learned, learning, options_of, policy_for, probed
 from freshcache.serializers import rows_codec
@@ -267,6 +267,8 @@ def recording(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             result = method(self, *args, **kwargs)
             if not isinstance(result, QuerySet) or result is self or not settings.ENABLED:
                 return result
+            if profile_for(self.model) is None:
+                return result  # never cached, not even by .cache(): nothing to name
             step = _step(kind, self.model, args, kwargs)
             if step is None:
                 return result
