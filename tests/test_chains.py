@@ -275,6 +275,9 @@ def test_models_that_are_never_cached_record_no_chain() -> None:
     assert "_freshcache_chain" not in qs.__dict__
     assert list(qs) == [] and qs.count() == 0
     assert "_freshcache_chain" in Category.objects.filter(title="x").order_by("id")[:3].__dict__
+    # A queryset of no model (a placeholder some code builds) is Django's alone.
+    bare = QuerySet().all()[:3]
+    assert bare.model is None and bare.query.high_mark == 3
 
 
 def test_reads_in_a_transaction_with_writes_see_them(

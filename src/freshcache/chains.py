@@ -267,9 +267,10 @@ def recording(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             result = method(self, *args, **kwargs)
             if not isinstance(result, QuerySet) or result is self or not settings.ENABLED:
                 return result
-            if profile_for(self.model) is None:
+            model = self.model
+            if model is None or profile_for(model) is None:
                 return result  # never cached, not even by .cache(): nothing to name
-            step = _step(kind, self.model, args, kwargs)
+            step = _step(kind, model, args, kwargs)
             if step is None:
                 return result
             steps = _steps(self)
