@@ -24,7 +24,7 @@ import random
 import time
 from typing import Any
 
-from benchmarks.mixed import Zipf
+from benchmarks.mixed import Zipf, read_answer, read_kind
 
 __all__ = ["measure"]
 
@@ -58,7 +58,6 @@ def measure(
 ) -> dict[str, Any]:
     """Microseconds of CPU per operation (process, PostgreSQL, Redis) and of wall time."""
     from django.db import connection
-    from django.db.models import Sum
 
     from benchmarks.benchapp.models import Item
     from benchmarks.servers import RedisTarget
@@ -77,14 +76,7 @@ def measure(
             obj.stock += 1
             obj.save()
             return
-        r = rng.random()
-        if r < 0.4:
-            Item.objects.get(pk=pk)
-        elif r < 0.8:
-            Item.objects.get(slug=f"item-{pk}")
-        else:
-            category = 1 + (pk - 1) % categories
-            Item.objects.filter(category_id=category).aggregate(s=Sum("version"))
+        read_answer(read_kind(rng.random()), pk, categories)
 
     try:
         for _ in range(warmup):

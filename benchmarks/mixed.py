@@ -40,7 +40,7 @@ from typing import Any
 from benchmarks.servers import NodeStats, RedisTarget
 from benchmarks.stats import summarize
 
-__all__ = ["run_cell"]
+__all__ = ["Zipf", "read_answer", "read_kind", "run_cell"]
 
 _START_TIMEOUT = 180.0
 _STALE_EXAMPLES = 5
@@ -64,6 +64,27 @@ class Zipf:
     def __call__(self) -> int:
         i = bisect.bisect_left(self.cumulative, self.rng.random() * self.total)
         return self.ids[min(i, len(self.ids) - 1)]
+
+
+def read_kind(r: float) -> str:
+    """The read a draw in [0, 1) picks: ``get(pk=)`` 40%, ``get(slug=)`` 40%, the category's
+    sum 20% (the mix :mod:`benchmarks.cost` measures too)."""
+    return "pk" if r < 0.4 else "slug" if r < 0.8 else "category"
+
+
+def read_answer(kind: str, pk: int, categories: int) -> int:
+    """One read through the ORM: the item's ``version``, or its category's sum of them."""
+    from django.db.models import Sum
+
+    from benchmarks.benchapp.models import Item
+
+    if kind == "pk":
+        return int(Item.objects.get(pk=pk).version)
+    if kind == "slug":
+        return int(Item.objects.get(slug=f"item-{pk}").version)
+    category = 1 + (pk - 1) % categories
+    total = Item.objects.filter(category_id=category).aggregate(s=Sum("version"))["s"]
+    return int(total or 0)
 
 
 def _child(spec: dict[str, Any], index: int, barrier: Any, queue: Any) -> None:
@@ -94,7 +115,6 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
     import psycopg
     import redis
     from django.db import connection
-    from django.db.models import Sum
 
     from benchmarks.adapters import QueryCounter
     from benchmarks.benchapp.models import Item
@@ -151,14 +171,7 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
     def read(kind: str, pk: int) -> tuple[int, int, bool]:
         queries = counter.count
         t0 = clock()
-        if kind == "pk":
-            answer = Item.objects.get(pk=pk).version
-        elif kind == "slug":
-            answer = Item.objects.get(slug=f"item-{pk}").version
-        else:
-            category = 1 + (pk - 1) % categories
-            total = Item.objects.filter(category_id=category).aggregate(s=Sum("version"))["s"]
-            answer = int(total or 0)
+        answer = read_answer(kind, pk, categories)
         elapsed = clock() - t0
         return answer, elapsed, counter.count == queries
 
@@ -199,7 +212,7 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
                 tally.writes.append(elapsed)
         else:
             r = rng.random()
-            kind = "pk" if r < 0.4 else "slug" if r < 0.8 else "category"
+            kind = read_kind(r)
             if rng.random() < check_rate:
                 elapsed, hit = checked_read(kind, pk)
             else:
