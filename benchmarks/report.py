@@ -643,9 +643,9 @@ def _cpu_note(r: Run) -> str:
 
 
 def _uncached_ceiling(r: Run) -> str:
-    """For each missed mixed cell, the target restated against no cache at all: at high write
-    ratios every library sends every write to the database and hits are few, so what no cache
-    reaches bounds what any cache can."""
+    """For each missed mixed cell, the target restated as a share of no cache's throughput.
+    Where most reads miss (high write ratios) every library still sends every write and most
+    reads to the database, so no cache is close to a bound for any cache there."""
     if "none" not in r.ids:
         return ""
     notes = []
