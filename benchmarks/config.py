@@ -17,7 +17,6 @@ __all__ = [
     "LIBRARIES",
     "MICRO_OPS",
     "REPO_ROOT",
-    "STATE_REDIS_DB",
     "Config",
     "Library",
     "MixedConfig",
@@ -47,9 +46,6 @@ MICRO_OPS = (
     "invalidate_model",
     "cache_key",
 )
-
-#: The Redis database the mixed workload keeps its bookkeeping in (versions, locks).
-STATE_REDIS_DB = 15
 
 
 @dataclass(frozen=True)

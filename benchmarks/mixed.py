@@ -10,11 +10,11 @@ cell are kept too (the key distribution).
 
 Stale reads. Writers take a per-item lock and draw ``version`` from a global counter, so an
 item's version, and therefore its category's sum, only grows, in commit order. Once ``save()``
-has returned (the commit and the library's invalidation are done) the writer records, in a Redis
-hash on a database of its own, the item's version and its category's sum read from the database.
-A checked read first takes those records (``committed``), reads the database directly
-(``strict``), reads through the cache, then reads the database again (``after``), the database
-reads on a psycopg connection no library sees. The read is:
+has returned (the commit and the library's invalidation are done) the writer records the item's
+version in a :class:`~benchmarks.ledger.Ledger` the processes share, which keeps each category's
+sum of recorded versions too. A checked read first takes those records (``committed``), reads
+the database directly (``strict``), reads through the cache, then reads the database again
+(``after``), the database reads on a psycopg connection no library sees. The read is:
 
 * **stale** when its answer is below ``committed``: it began after a write had committed and
   been invalidated, and still returned an older answer;
@@ -24,8 +24,8 @@ reads on a psycopg connection no library sees. The read is:
 
 Latencies and throughput count only the timed ORM calls after the warm-up: the checks, locks
 and bookkeeping are subtracted from each process's wall time. That cannot give back the CPU they
-take from the other processes when processes outnumber cores, so they are kept to three Redis
-round trips and one database query per write (the lock and the counter in one script).
+take from the other processes when processes outnumber cores, so the bookkeeping stays in shared
+memory: no server sees it, and only the checked reads query the database.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import traceback
 from array import array
 from typing import Any
 
+from benchmarks.ledger import Ledger
 from benchmarks.servers import NodeStats, RedisTarget
 from benchmarks.stats import summarize
 
@@ -46,13 +47,8 @@ __all__ = ["Zipf", "read_answer", "read_kind", "run_cell"]
 
 _START_TIMEOUT = 180.0
 _STALE_EXAMPLES = 5
-#: Takes the item's lock and, only if it was free, draws the next version: one round trip.
-_LOCK_AND_DRAW = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return redis.call('INCR', KEYS[2])
-end
-return 0
-"""
+#: The bookkeeping of the library process's cells, kept from one cell to the next.
+_LEDGER: Ledger | None = None
 
 
 class Zipf:
@@ -96,9 +92,9 @@ def read_answer(kind: str, pk: int, categories: int) -> int:
     return int(total or 0)
 
 
-def _child(spec: dict[str, Any], index: int, barrier: Any, queue: Any) -> None:
+def _child(spec: dict[str, Any], index: int, ledger: Ledger, barrier: Any, queue: Any) -> None:
     try:
-        queue.put(_child_run(spec, index, barrier))
+        queue.put(_child_run(spec, index, ledger, barrier))
     except BaseException:
         barrier.abort()
         queue.put({"index": index, "error": traceback.format_exc()})
@@ -117,30 +113,25 @@ class Tally:
         self.overhead = 0
 
 
-def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]:
+def _child_run(spec: dict[str, Any], index: int, ledger: Ledger, barrier: Any) -> dict[str, Any]:
     import django
 
     django.setup()
     import psycopg
-    import redis
     from django.db import connection
 
     from benchmarks.adapters import QueryCounter
     from benchmarks.benchapp.models import Item
 
-    state = redis.Redis.from_url(spec["state_url"])
-    lock_and_draw = state.register_script(_LOCK_AND_DRAW)
     verify = psycopg.connect(**spec["pg"], autocommit=True)
     counter = QueryCounter()
     connection.ensure_connection()
     connection.execute_wrappers.append(counter)
     rng = random.Random(1000 * spec["seed"] + index)
     pick = Zipf(spec["rows"], spec["zipf_s"], rng)
-    ns: str = spec["namespace"]
     categories: int = spec["categories"]
     write_ratio: float = spec["write_ratio"]
     check_rate: float = spec["check_rate"]
-    fields = [f"{{}}:{i}" for i in range(spec["workers"])]
     tally = Tally()
     clock = time.perf_counter_ns
 
@@ -152,32 +143,21 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
             sql = "SELECT version FROM benchapp_item WHERE id = %s"
         return int(verify.execute(sql, (key,)).fetchone()[0])  # type: ignore[index]
 
-    def committed(kind: str, key: int) -> int:
-        """A lower bound of the answer after every write whose save() has returned."""
-        if kind == "category":
-            values = state.hmget(f"{ns}:catsum", [f.format(key) for f in fields])
-            return max((int(v) for v in values if v), default=0)
-        raw = state.hget(f"{ns}:version", str(key))
-        return int(raw) if raw else 0
-
     def write(pk: int) -> int | None:
-        lock = f"{ns}:lock:{pk}"
-        version = int(lock_and_draw(keys=[lock, f"{ns}:seq"], args=[index, 10_000]))
+        version = ledger.lock_and_draw(pk)
         if not version:
             tally.lock_skips += 1
             return None
         t0 = clock()
-        obj = Item.objects.get(pk=pk)
-        obj.version = version
-        obj.save()
-        elapsed = clock() - t0
-        category = 1 + (pk - 1) % categories
-        state.hset(f"{ns}:version", str(pk), version)
-        # Versions only grow, so a category's sum read now bounds every later answer from below.
-        pipe = state.pipeline(transaction=False)
-        pipe.hset(f"{ns}:catsum", f"{category}:{index}", in_db("category", category))
-        pipe.delete(lock)
-        pipe.execute()
+        try:
+            obj = Item.objects.get(pk=pk)
+            obj.version = version
+            obj.save()
+            elapsed = clock() - t0
+        except BaseException:
+            ledger.record_and_unlock(pk, 0)  # unlocks and records nothing
+            raise
+        ledger.record_and_unlock(pk, version)
         return elapsed
 
     def read(kind: str, pk: int) -> tuple[int, int, bool]:
@@ -189,7 +169,7 @@ def _child_run(spec: dict[str, Any], index: int, barrier: Any) -> dict[str, Any]
 
     def checked_read(kind: str, pk: int) -> tuple[int, bool]:
         key = 1 + (pk - 1) % categories if kind == "category" else pk
-        floor = committed(kind, key)
+        floor = ledger.committed(kind, key)
         strict = in_db(kind, key)
         answer, elapsed, hit = read(kind, pk)
         after = in_db(kind, key)
@@ -298,10 +278,16 @@ def run_cell(
         before = target.nodes()
         baseline = sum(n.used_memory for n in before)
     spec = {**spec, "workers": workers, "write_ratio": write_ratio, "duration": duration}
+    global _LEDGER
     ctx = multiprocessing.get_context("spawn")
+    if _LEDGER is None:
+        _LEDGER = Ledger(ctx, spec["rows"], spec["categories"])
+    ledger = _LEDGER
     barrier = ctx.Barrier(workers + 1)
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(spec, i, barrier, queue)) for i in range(workers)]
+    procs = [
+        ctx.Process(target=_child, args=(spec, i, ledger, barrier, queue)) for i in range(workers)
+    ]
     for proc in procs:
         proc.start()
     outputs: list[dict[str, Any]] = []

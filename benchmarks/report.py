@@ -789,8 +789,9 @@ def markdown(run: dict[str, Any]) -> str:
         "`version` and calls `save()`. Throughput counts only the timed ORM calls: the "
         "harness's checks and locks are subtracted from each worker's time. Subtracting "
         "cannot give back the CPU they take from the other workers where workers outnumber "
-        "cores, so they are kept lean: a write's lock, counter and records take three Redis "
-        "round trips and one database query. The in-process "
+        "cores, so they are kept lean: locks, the version counter and the records live in "
+        "memory the workers share, so only the checked reads' own queries reach a server. "
+        "The in-process "
         "freshcache backend runs with one worker only: with "
         "several processes each would have its own cache, which it warns about.",
         "",
@@ -835,8 +836,8 @@ def markdown(run: dict[str, Any]) -> str:
         f"{mixed['check_rate']:.0%} of reads are checked. Writers take a per-item lock and "
         "number their writes from a global counter, so versions, and the category sums, only "
         "grow. Once `save()` has returned (committed and invalidated) a writer records the "
-        "item's version and its category's sum, read from the database, in a Redis hash on a "
-        "database of its own. A checked read takes those records *before* it starts, reads the "
+        "item's version in memory the workers share, along with each category's sum of the "
+        "recorded versions. A checked read takes those records *before* it starts, reads the "
         "database, reads through the cache, and reads the database again, on a connection no "
         "library sees. It is **stale** when it returned less than what had been committed and "
         "invalidated before it began: the cached answer differs from the database's for a read "
@@ -1002,7 +1003,7 @@ def cluster_machine(r: Run, lib: str) -> str:
             f"{primaries} primaries + {cluster.get('replicas', '?')} replicas, Redis "
             f"{cluster.get('version', '?')}, loopback; `read_from_replicas` off (the default)",
         ),
-        ("Redis (freshcache (Redis) and the harness)", r.version(lib, "redis_server")),
+        ("Redis", r.version(lib, "redis_server")),
         (
             "redis-py / hiredis / psycopg",
             " / ".join(r.version(lib, k) for k in ("redis_py", "hiredis", "psycopg")),

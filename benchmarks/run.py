@@ -43,7 +43,6 @@ from benchmarks.config import (
     HIT_OPS,
     LIBRARIES,
     REPO_ROOT,
-    STATE_REDIS_DB,
     Config,
     Library,
 )
@@ -82,9 +81,8 @@ def server_env(cluster: bool = False) -> dict[str, str]:
             "BENCH_PG_PORT": os.environ["FRESHCACHE_TEST_PG_PORT"],
             "BENCH_PG_USER": os.environ.get("FRESHCACHE_TEST_PG_USER", "postgres"),
             "BENCH_PG_MAINT_DB": os.environ.get("FRESHCACHE_TEST_PG_NAME", "postgres"),
-            "BENCH_STATE_REDIS_URL": redis_url(
-                os.environ["FRESHCACHE_TEST_REDIS_URL"], STATE_REDIS_DB
-            ),
+            # Asked for the server's version only (no cache has no Redis of its own).
+            "BENCH_SERVER_REDIS_URL": os.environ["FRESHCACHE_TEST_REDIS_URL"],
         }
         if cluster and "FRESHCACHE_TEST_CLUSTER_URL" not in os.environ:
             raise KeyError("FRESHCACHE_TEST_CLUSTER_URL")  # read by the cluster settings

@@ -4,10 +4,11 @@
 
 The driver (:mod:`benchmarks.run`) starts one per library, sets ``BENCH_PG_*``,
 ``BENCH_DB_NAME``, ``BENCH_REDIS_URL`` (a cluster node URL for a cluster library) and
-``BENCH_STATE_REDIS_URL``, and then sends JSON commands on stdin, one per line (``micro``,
-``check``, ``floor``, ``cost``, ``mixed``, ``quit``); each gets one JSON line back on stdout
-(``{"result": ...}`` or ``{"error": traceback}``). All workers live through the whole run and
-take turns, so that whatever else the machine does meanwhile weighs on every library alike.
+``BENCH_SERVER_REDIS_URL`` (asked for the server's version only), and then sends JSON commands
+on stdin, one per line (``micro``, ``check``, ``floor``, ``cost``, ``mixed``, ``quit``); each
+gets one JSON line back on stdout (``{"result": ...}`` or ``{"error": traceback}``). All
+workers live through the whole run and take turns, so that whatever else the machine does
+meanwhile weighs on every library alike.
 The PostgreSQL database ``BENCH_DB_NAME`` is dropped and created anew, so every library starts
 from the same rows. The library's Redis is emptied at start, before every mixed cell and at
 exit: ``FLUSHDB`` of its database, or ``FLUSHALL`` on every primary of the cluster
@@ -106,17 +107,6 @@ def flush_redis(url: str | None, cluster: bool = False) -> None:
     target.close()
 
 
-def clear_state(url: str, namespace: str) -> None:
-    """Drop the mixed workload's bookkeeping for this library (its versions restart at 0)."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def versions(lib: Library) -> dict[str, Any]:
     import django
     from django.db import connection
@@ -139,7 +129,7 @@ def versions(lib: Library) -> dict[str, Any]:
         "psycopg": dist("psycopg"),
         "postgresql": pg.split()[0],
     }
-    url = os.environ.get("BENCH_STATE_REDIS_URL")
+    url = os.environ.get("BENCH_SERVER_REDIS_URL")
     if url:
         import redis
 
@@ -200,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     lib = library(args.lib)
     config = Config.from_json(args.config.read_text())
     redis_url = os.environ["BENCH_REDIS_URL"] if lib.uses_redis else None
-    state_url = os.environ["BENCH_STATE_REDIS_URL"]
     db_name = os.environ["BENCH_DB_NAME"]
     os.environ["DJANGO_SETTINGS_MODULE"] = lib.settings
 
@@ -213,11 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seed(config)
     flush_redis(redis_url, lib.cluster)
-    clear_state(state_url, lib.id)
     micro = Micro(config, adapter_for(lib.id), redis_url, cluster=lib.cluster)
     spec = {
-        "namespace": lib.id,
-        "state_url": state_url,
         "pg": pg_params(db_name),
         "rows": config.rows,
         "categories": config.categories,
@@ -241,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             reply({"error": traceback.format_exc()})
     flush_redis(redis_url, lib.cluster)
-    clear_state(state_url, lib.id)
     return 0
 
 
