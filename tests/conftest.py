@@ -127,3 +127,42 @@ def run_async(coroutine: Any) -> Any:
             await sync_to_async(connections.close_all)()
 
     return asyncio.run(main())
+
+
+@pytest.fixture
+def compiles() -> Iterator[list[str]]:
+    """The SQL of every statement compiled while the test runs (the chain tests' witness that a
+    read skipped the compiler)."""
+    from django.db.models.sql.compiler import SQLCompiler
+
+    seen: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sql, params = original(self, *args, **kwargs)
+        seen.append(sql)
+        return sql, params
+
+    SQLCompiler.as_sql = spy  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        SQLCompiler.as_sql = original  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def blog() -> dict[str, Any]:
+    """Two categories, an author and eight posts with varied scores, prices and authors."""
+    from decimal import Decimal
+
+    from tests.testapp.models import Author, Category, Post
+
+    news = Category.objects.create(title="News", slug="news")
+    misc = Category.objects.create(title="Misc", slug="misc")
+    ann = Author.objects.create(name="Ann")
+    posts = [
+        Post.objects.create(title=f"post {i}", category=news if i % 2 else misc, score=i,
+                            author=ann if i % 3 else None, price=Decimal(f"{i}.25"))
+        for i in range(8)
+    ]  # fmt: skip
+    return {"news": news, "misc": misc, "ann": ann, "posts": posts}

@@ -8,7 +8,7 @@ not exactly the general path's. Querysets a chain cannot describe must still get
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,6 @@ from django.db import transaction
 from django.db.models import CharField, F, Q, QuerySet
 from django.db.models.lookups import Exact
 from django.db.models.signals import post_init
-from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import register_lookup
 
 from freshcache import chains
@@ -26,24 +25,6 @@ from freshcache.signals import cache_read
 from tests.testapp.models import Author, Category, Post, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def compiles() -> Iterator[list[str]]:
-    """The SQL of every statement compiled while the test runs."""
-    seen: list[str] = []
-    original = SQLCompiler.as_sql
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sql, params = original(self, *args, **kwargs)
-        seen.append(sql)
-        return sql, params
-
-    SQLCompiler.as_sql = spy  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        SQLCompiler.as_sql = original  # type: ignore[method-assign]
 
 
 def _plain(value: Any) -> Any:
@@ -75,19 +56,6 @@ def served(queries: Any, compiles: list[str], read: Callable[[], Any]) -> Any:
     assert q.count == 0, q.context.captured_queries
     assert compiles == [], compiles
     return _plain(value)
-
-
-@pytest.fixture
-def blog() -> dict[str, Any]:
-    news = Category.objects.create(title="News", slug="news")
-    misc = Category.objects.create(title="Misc", slug="misc")
-    ann = Author.objects.create(name="Ann")
-    posts = [
-        Post.objects.create(title=f"post {i}", category=news if i % 2 else misc, score=i,
-                            author=ann if i % 3 else None, price=Decimal(f"{i}.25"))
-        for i in range(8)
-    ]  # fmt: skip
-    return {"news": news, "misc": misc, "ann": ann, "posts": posts}
 
 
 READS: dict[str, Callable[[], Any]] = {

@@ -28,6 +28,7 @@ What makes a chain a faithful name for its statement, checked rather than hoped 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Hashable
@@ -42,7 +43,7 @@ from django.db.models.query import ModelIterable
 from django.db.models.sql.constants import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from freshcache import capture, fastget, rebuild
+from freshcache import aggregates, capture, fastget, rebuild
 from freshcache import transaction as tx
 from freshcache.conf import on_reset, profile_for, settings
 from freshcache.memo import Memo
@@ -51,7 +52,7 @@ from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
 from freshcache.store import Plan, store
 
-__all__ = ["read", "recording"]
+__all__ = ["aggregate", "read", "recording"]
 
 logger = logging.getLogger("freshcache")
 
@@ -74,6 +75,8 @@ verify = False
 class _Entry:
     plan: Plan
     key: str
+    #: For ``aggregate()``: what Django does with the row (not part of what names the read).
+    finish: aggregates.Finisher | None = dataclasses.field(default=None, compare=False)
 
 
 _memo: dict[Hashable, _Entry] = {}
@@ -309,15 +312,9 @@ def _step(kind: str, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 def read(qs: QuerySet[Any], op: str, general: Callable[[], Any]) -> Any:
     """``count()``/``exists()``/iteration of ``qs``: from the memo's key when the chain is known,
     else ``general()`` (which the first read of a chain also learns from)."""
-    record = qs.__dict__.get(_ATTR)
-    if record is None or qs._result_cache is not None or not settings.ENABLED:
-        return general()
-    steps = _steps(qs)
-    if steps is None or capture.active():
-        return general()
-    model = qs.model
-    policy = policy_for(model, op, options_of(qs))
-    if policy is None or policy[2]:  # process-local gets keep their own path
+    # No record: a queryset fresh from its manager (``Item.objects.count()``) is the empty
+    # chain, which _steps checks; anything else it turns down.
+    if qs._result_cache is not None or not settings.ENABLED:
         return general()
     if op in ("fetch", "get") and (
         qs._iterable_class is not ModelIterable
@@ -325,11 +322,35 @@ def read(qs: QuerySet[Any], op: str, general: Callable[[], Any]) -> Any:
         or not rebuild.supported(qs)
     ):
         return general()
+    return _read(qs, op, (), general)
+
+
+def aggregate(
+    qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any], general: Callable[[], Any]
+) -> Any:
+    """``aggregate(*args, **kwargs)`` of ``qs``: from the memo's key when the chain and the call
+    are known (:mod:`freshcache.aggregates`), else ``general()``."""
+    if not settings.ENABLED:
+        return general()
+    described = aggregates.describe(qs.model, args, kwargs)
+    if described is None:
+        return general()
+    return _read(qs, "aggregate", described, general)
+
+
+def _read(qs: QuerySet[Any], op: str, call: Hashable, general: Callable[[], Any]) -> Any:
+    steps = _steps(qs)
+    if steps is None or capture.active():
+        return general()
+    model = qs.model
+    policy = policy_for(model, op, options_of(qs))
+    if policy is None or policy[2]:  # process-local gets keep their own path
+        return general()
     db = qs.db
     connection = connections[db]
     if tx.is_dirty(connection):
         return general()
-    memo_key = (op, db, model, steps)
+    memo_key = (op, db, model, steps, call)
     entry = _memo.get(memo_key)
     if entry is None or verify:
         return _learn(qs, op, db, memo_key, entry, general)
@@ -346,6 +367,8 @@ def read(qs: QuerySet[Any], op: str, general: Callable[[], Any]) -> Any:
                 return 0 if payload is None else int(payload[0])
             if op == "exists":
                 return bool(payload)
+            if entry.finish is not None:
+                return entry.finish(payload, connection)
             qs._result_cache = rebuild.instances(model, db, connection, payload, qs)
             return general()  # prefetches, if any
     token = probed.set((entry.key, probe))
@@ -388,6 +411,11 @@ def _entry(slot: list[Learned], model: Any, op: str, db: str, query: Query) -> _
     compiler = learned.compiler
     if compiler.connection.alias != db:
         return None
+    if op == "aggregate":
+        finish = aggregates.finisher_for(compiler)
+        if learned.result_type != SINGLE or len(slot) != 1 or finish is None:
+            return None
+        return _Entry(learned.plan, learned.key, finish)
     if op in ("count", "exists"):
         ok = learned.result_type == SINGLE and len(slot) == 1
     else:

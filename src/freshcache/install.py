@@ -196,7 +196,7 @@ def install() -> None:
     _wrap(QuerySet, "get", queryset.fast_get_scope)
     for name in ("first", "last"):
         _wrap(QuerySet, name, queryset.get_scope)
-    _wrap(QuerySet, "aggregate", functools.partial(_op_scope, op="aggregate"))
+    _wrap(QuerySet, "aggregate", queryset.chain_aggregate_scope)
     for name in ("count", "exists"):
         _wrap(QuerySet, name, functools.partial(queryset.chain_op_scope, op=name))
     for name in ("filter", "exclude", "order_by", "all", "__getitem__"):
@@ -215,10 +215,6 @@ def install() -> None:
     connection_created.connect(_on_connection_created, dispatch_uid="freshcache.install")
     for connection in connections.all(initialized_only=True):
         _add_wrapper(connection)
-
-
-def _op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
-    return queryset.op_scope(method, op)
 
 
 def _install_admin() -> None:

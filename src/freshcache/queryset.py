@@ -138,6 +138,23 @@ def chain_op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
     return wrapper
 
 
+def chain_aggregate_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    """aggregate(): as op_scope, served by :mod:`freshcache.chains` when it knows the key."""
+    import functools
+
+    from freshcache import chains
+
+    @functools.wraps(method)
+    def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        token = _current.set(("aggregate", options_of(self)))
+        try:
+            return chains.aggregate(self, args, kwargs, lambda: method(self, *args, **kwargs))
+        finally:
+            _current.reset(token)
+
+    return wrapper
+
+
 def fetch_scope(method: Callable[..., Any]) -> Callable[..., Any]:
     """_fetch_all(): a ``fetch``, or the ``get`` a surrounding get() announced."""
     import functools

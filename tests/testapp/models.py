@@ -20,6 +20,20 @@ class Tag(models.Model):
     name = models.CharField(max_length=50)
 
 
+class VisiblePosts(models.Manager["Post"]):
+    """A manager that filters: its querysets start from a chain, not from a fresh query."""
+
+    def get_queryset(self) -> models.QuerySet[Post]:
+        return super().get_queryset().filter(visible=True)
+
+
+class ScoredPosts(models.Manager["Post"]):
+    """A manager that filters in a way no chain records (a Q object)."""
+
+    def get_queryset(self) -> models.QuerySet[Post]:
+        return super().get_queryset().filter(models.Q(score__gt=0) | models.Q(score__lt=0))
+
+
 class Post(models.Model):
     title = models.CharField(max_length=200)
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="posts")
@@ -31,6 +45,10 @@ class Post(models.Model):
     price = models.DecimalField(max_digits=8, decimal_places=2, null=True)
     created = models.DateTimeField(null=True)
     tags = models.ManyToManyField(Tag, related_name="posts", blank=True)
+
+    objects = models.Manager()
+    visible_posts = VisiblePosts()
+    scored_posts = ScoredPosts()
 
     class Meta:
         ordering = ["id"]
