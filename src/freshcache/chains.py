@@ -312,17 +312,15 @@ def _step(kind: str, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 def read(qs: QuerySet[Any], op: str, general: Callable[[], Any]) -> Any:
     """``count()``/``exists()``/iteration of ``qs``: from the memo's key when the chain is known,
     else ``general()`` (which the first read of a chain also learns from)."""
-    # No record: a queryset fresh from its manager (``Item.objects.count()``) is the empty
-    # chain, which _steps checks; anything else it turns down.
-    if qs._result_cache is not None or not settings.ENABLED:
+    if qs._result_cache is not None or not _worth_a_look(qs):
         return general()
-    if op in ("fetch", "get") and (
-        qs._iterable_class is not ModelIterable
-        or qs._fields is not None
-        or not rebuild.supported(qs)
-    ):
+    fetch = op in ("fetch", "get")
+    if fetch and (qs._iterable_class is not ModelIterable or qs._fields is not None):
         return general()
-    return _read(qs, op, (), general)
+    steps = _steps(qs)
+    if steps is None or (fetch and not rebuild.supported(qs)):
+        return general()
+    return _read(qs, op, steps, (), general)
 
 
 def aggregate(
@@ -330,17 +328,26 @@ def aggregate(
 ) -> Any:
     """``aggregate(*args, **kwargs)`` of ``qs``: from the memo's key when the chain and the call
     are known (:mod:`freshcache.aggregates`), else ``general()``."""
-    if not settings.ENABLED:
+    if not _worth_a_look(qs):
         return general()
-    described = aggregates.describe(qs.model, args, kwargs)
-    if described is None:
-        return general()
-    return _read(qs, "aggregate", described, general)
-
-
-def _read(qs: QuerySet[Any], op: str, call: Hashable, general: Callable[[], Any]) -> Any:
     steps = _steps(qs)
-    if steps is None or capture.active():
+    described = None if steps is None else aggregates.describe(qs.model, args, kwargs)
+    if steps is None or described is None:
+        return general()
+    return _read(qs, "aggregate", steps, described, general)
+
+
+def _worth_a_look(qs: QuerySet[Any]) -> bool:
+    """Cheap checks first. A queryset with no record may still be a chain: one fresh from its
+    manager (``Item.objects.count()``) is the empty chain, which :func:`_steps` checks."""
+    model = qs.model
+    return settings.ENABLED and model is not None and profile_for(model) is not None
+
+
+def _read(
+    qs: QuerySet[Any], op: str, steps: tuple[Any, ...], call: Hashable, general: Callable[[], Any]
+) -> Any:
+    if capture.active():
         return general()
     model = qs.model
     policy = policy_for(model, op, options_of(qs))
