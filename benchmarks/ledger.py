@@ -24,7 +24,6 @@ class Ledger:
     """
 
     def __init__(self, ctx: BaseContext, rows: int, categories: int) -> None:
-        self.rows = rows
         self.categories = categories
         self._guard: Any = ctx.Lock()
         self._seq: Any = ctx.RawArray("q", 1)

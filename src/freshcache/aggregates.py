@@ -26,14 +26,12 @@ from django.db.models import Avg, Count, F, Max, Min, Sum
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Star
 
+from freshcache import fastget
 from freshcache.memo import Memo
 
 __all__ = ["Finisher", "describe", "finisher_for"]
 
 _CLASSES = {cls: cls.__name__ for cls in (Sum, Count, Avg, Min, Max)}
-#: Values whose conversion can depend on the time zone in force: never described.
-_TEMPORAL = frozenset({"DateField", "DateTimeField", "TimeField", "DurationField", "JSONField"})
-_FIELD_MODULES = "django.db.models.fields"
 _paths: Memo[tuple[Any, str], bool] = Memo()
 
 
@@ -58,14 +56,14 @@ def _walk(model: Any, name: str) -> bool:
         if (
             not getattr(field, "concrete", False)
             or field.many_to_many
-            or not type(field).__module__.startswith(_FIELD_MODULES)
+            or not fastget.django_field(field)
         ):
             return False
         if i < last:
             if not field.is_relation or field.related_model is None:
                 return False
             opts = field.related_model._meta
-        elif field.get_internal_type() in _TEMPORAL:
+        elif field.get_internal_type() in fastget.TEMPORAL:
             return False
     return True
 

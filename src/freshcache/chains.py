@@ -62,7 +62,6 @@ _LOOKUPS = frozenset({
     "exact", "iexact", "contains", "icontains", "in", "gt", "gte", "lt", "lte", "startswith",
     "istartswith", "endswith", "iendswith", "isnull", "range",
 })  # fmt: skip
-_FIELD_MODULES = ("django.db.models.fields",)
 #: QuerySet members that apply filters or clone; a subclass overriding one is not recorded.
 _QS_MEMBERS = ("_filter_or_exclude", "_filter_or_exclude_inplace", "_chain", "_clone", "query")
 _MEMO_MAX = 4096
@@ -93,10 +92,6 @@ def _forget() -> None:
 # -- what a step may contain ----------------------------------------------------------------------
 
 
-def _django_field(field: Any) -> bool:
-    return type(field).__module__.startswith(_FIELD_MODULES)
-
-
 def _resolve(model: Any, name: str, lookups: frozenset[str]) -> tuple[Any, str] | None:
     """(field compared, lookup name) for a filter keyword or an ordering (``lookups`` empty),
     or None outside the plain shapes: Django's own fields, through relations."""
@@ -113,7 +108,7 @@ def _resolve(model: Any, name: str, lookups: frozenset[str]) -> tuple[Any, str] 
             found = opts.pk if part == "pk" else opts.get_field(part)
         except FieldDoesNotExist:
             return (field, part) if field is not None and i == last and part in lookups else None
-        if not _django_field(found):
+        if not fastget.django_field(found):
             return None
         field = found
     return (field, "exact") if field is not None else None
@@ -132,14 +127,12 @@ def _path(model: Any, name: str) -> tuple[Any, str] | None:
         compared = field.target_field if field.is_relation and forward else field
         # A reverse or many-to-many relation compares through a join: isnull only.
         if lookup != "isnull" and (
-            not forward or not _django_field(compared) or compared.get_internal_type() in _TEMPORAL
+            not forward
+            or not fastget.django_field(compared)
+            or compared.get_internal_type() in fastget.TEMPORAL
         ):
             found = None
     return _paths.put(key, found)  # bounded: names can come from user input
-
-
-#: Fields whose prepared values can depend on the time zone in force: never recorded.
-_TEMPORAL = frozenset({"DateField", "DateTimeField", "TimeField", "DurationField", "JSONField"})
 
 
 def _django_lookup(field: Any, name: str) -> bool:

@@ -196,8 +196,7 @@ def install() -> None:
     _wrap(QuerySet, "get", queryset.fast_get_scope)
     for name in ("first", "last"):
         _wrap(QuerySet, name, queryset.get_scope)
-    _wrap(QuerySet, "aggregate", queryset.chain_aggregate_scope)
-    for name in ("count", "exists"):
+    for name in ("count", "exists", "aggregate"):
         _wrap(QuerySet, name, functools.partial(queryset.chain_op_scope, op=name))
     for name in ("filter", "exclude", "order_by", "all", "__getitem__"):
         _wrap(QuerySet, name, chains.recording(name))

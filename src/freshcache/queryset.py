@@ -35,7 +35,7 @@ from freshcache.store import Plan, store
 
 logger = logging.getLogger("freshcache")
 
-__all__ = ["CacheOptions", "cached_execute_sql", "current_op", "op_scope"]
+__all__ = ["CacheOptions", "cached_execute_sql", "current_op"]
 
 
 @dataclass(frozen=True)
@@ -63,21 +63,6 @@ def current_op() -> tuple[str, CacheOptions | None] | None:
 
 def options_of(qs: QuerySet[Any]) -> CacheOptions | None:
     return getattr(qs.query, _OPTIONS_ATTR, None)
-
-
-def op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
-    """Wrap a QuerySet method so reads it triggers are classified as ``op``."""
-    import functools
-
-    @functools.wraps(method)
-    def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
-        token = _current.set((op, options_of(self)))
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            _current.reset(token)
-
-    return wrapper
 
 
 def get_scope(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,33 +107,20 @@ def uncached() -> Iterator[None]:
 
 
 def chain_op_scope(method: Callable[..., Any], op: str) -> Callable[..., Any]:
-    """count()/exists(): as op_scope, served by :mod:`freshcache.chains` when it knows the key."""
-    import functools
-
-    from freshcache import chains
-
-    @functools.wraps(method)
-    def wrapper(self: QuerySet[Any]) -> Any:
-        token = _current.set((op, options_of(self)))
-        try:
-            return chains.read(self, op, lambda: method(self))
-        finally:
-            _current.reset(token)
-
-    return wrapper
-
-
-def chain_aggregate_scope(method: Callable[..., Any]) -> Callable[..., Any]:
-    """aggregate(): as op_scope, served by :mod:`freshcache.chains` when it knows the key."""
+    """count()/exists()/aggregate(): reads they trigger are classified as ``op``, and
+    :mod:`freshcache.chains` serves them when it knows the key."""
     import functools
 
     from freshcache import chains
 
     @functools.wraps(method)
     def wrapper(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
-        token = _current.set(("aggregate", options_of(self)))
+        token = _current.set((op, options_of(self)))
         try:
-            return chains.aggregate(self, args, kwargs, lambda: method(self, *args, **kwargs))
+            general = lambda: method(self, *args, **kwargs)  # noqa: E731
+            if op == "aggregate":
+                return chains.aggregate(self, args, kwargs, general)
+            return chains.read(self, op, general)
         finally:
             _current.reset(token)
 
