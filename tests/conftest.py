@@ -152,10 +152,11 @@ def compiles() -> Iterator[list[str]]:
 
 @pytest.fixture
 def blog() -> dict[str, Any]:
-    """Two categories, an author and eight posts with varied scores, prices and authors."""
+    """Two categories, an author, eight posts with varied scores, prices and authors, and a
+    comment on each of the first four."""
     from decimal import Decimal
 
-    from tests.testapp.models import Author, Category, Post
+    from tests.testapp.models import Author, Category, Comment, Post
 
     news = Category.objects.create(title="News", slug="news")
     misc = Category.objects.create(title="Misc", slug="misc")
@@ -165,4 +166,6 @@ def blog() -> dict[str, Any]:
                             author=ann if i % 3 else None, price=Decimal(f"{i}.25"))
         for i in range(8)
     ]  # fmt: skip
+    for post in posts[:4]:
+        Comment.objects.create(post=post, text=f"c{post.score}")
     return {"news": news, "misc": misc, "ann": ann, "posts": posts}

@@ -22,16 +22,31 @@ from django.test.utils import register_lookup
 from freshcache import chains
 from freshcache.conf import settings
 from freshcache.signals import cache_read
-from tests.testapp.models import Author, Category, Post, Tag
+from tests.testapp.models import Author, Category, Comment, Post, Profile, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _plain(value: Any) -> Any:
+@pytest.fixture(autouse=True)
+def no_chains_known() -> None:
+    """Each test learns its chains itself: one test's memo must not decide another's path."""
+    chains._memo.clear()
+
+
+def _plain(value: Any, within: frozenset[int] = frozenset()) -> Any:
     if isinstance(value, list):
         return [_plain(o) for o in value]
     if hasattr(value, "_state"):
-        return (type(value), {k: v for k, v in vars(value).items() if k != "_state"})
+        fields = {k: v for k, v in vars(value).items() if k != "_state"}
+        # The related objects select_related() filled in count: a stale one is a stale read.
+        # (A one-to-one's reverse side points back: not followed twice.)
+        inside = within | {id(value)}
+        related = {
+            k: _plain(v, inside)
+            for k, v in value._state.fields_cache.items()
+            if id(v) not in inside
+        }
+        return (type(value), fields, related)
     return value
 
 
@@ -68,6 +83,15 @@ READS: dict[str, Callable[[], Any]] = {
     "first": lambda: Post.objects.filter(category_id__gt=0).order_by("score").first(),
     "all": lambda: list(Post.objects.all().order_by("id")[2:5]),
     "range": lambda: Post.objects.filter(score__range=(2, 4)).exclude(title="post 3").count(),
+    "select_related": lambda: list(
+        Post.objects.select_related("category", "author").filter(score__lt=6).order_by("id")
+    ),
+    "select_related()": lambda: list(
+        Post.objects.filter(visible=True).select_related().order_by("-id")[:5]
+    ),
+    "select_related nested": lambda: list(
+        Comment.objects.select_related("post__author").filter(text__startswith="c").order_by("id")
+    ),
 }
 
 
@@ -100,6 +124,9 @@ def test_every_kind_of_write_reaches_chain_reads(
         lambda: Post.objects.filter(score=4).update(visible=False, title="POST 14"),
         lambda: Post.objects.filter(score=7).delete(),
         lambda: Category.objects.filter(slug="news").update(slug="old-news"),
+        lambda: Category.objects.filter(slug="misc").update(title="Misc 2"),
+        lambda: Author.objects.filter(name="Ann").update(email="ann@example.com"),
+        lambda: Comment.objects.filter(text="c1").update(text="c1 edited"),
         lambda: Author.objects.filter(name="Ann").delete(),
         lambda: Post.objects.bulk_create([Post(title="post 10", category=blog["misc"], score=0)]),
     ]
@@ -112,6 +139,11 @@ def test_every_kind_of_write_reaches_chain_reads(
     served(queries, compiles, read)
     obj.score, obj.title, obj.author = 3, "post 1c", Author.objects.create(name="Bo")
     obj.save()
+    same()
+    served(queries, compiles, read)
+    category = obj.category
+    category.title = "renamed"
+    category.save()  # only the related object changes
     same()
 
 
@@ -128,6 +160,37 @@ def test_instances_are_the_orms(blog: dict[str, Any], queries: Any, compiles: li
     objs[0].title = "changed"
     objs[0].save()
     assert Post.objects.filter(category=blog["news"].pk).order_by("id")[0].title == "changed"
+
+
+def test_select_related_instances_are_the_orms(
+    blog: dict[str, Any], queries: Any, compiles: list[str]
+) -> None:
+    def read() -> list[Post]:
+        return list(Post.objects.select_related("category", "author").order_by("id"))
+
+    assert served(queries, compiles, read) == uncached(read)
+    with queries() as q:
+        posts = read()
+        pairs = [(p.category.title, p.author.name if p.author else None) for p in posts]
+    assert q.count == 0  # the related objects came with the rows: no query on access
+    assert pairs[:4] == [("Misc", None), ("News", "Ann"), ("Misc", "Ann"), ("News", None)]
+    assert all(p.category._state.db == "default" and not p.category._state.adding for p in posts)
+    assert isinstance(posts[1].price, Decimal)
+
+    ann = blog["ann"]
+    Profile.objects.create(author=ann, bio="hi")
+
+    def profiles() -> list[Profile]:
+        return list(Profile.objects.select_related("author").filter(bio="hi"))
+
+    served(queries, compiles, profiles)
+    with queries() as q:
+        (profile,) = profiles()
+        assert profile.author.name == "Ann"
+        assert profile.author.profile is profile  # one-to-one: the reverse side is set too
+    assert q.count == 0
+    Author.objects.filter(pk=ann.pk).update(name="Annie")
+    assert profiles()[0].author.name == "Annie"
 
 
 def test_init_signals_are_still_sent(
@@ -194,7 +257,8 @@ def test_shapes_a_chain_cannot_describe_get_djangos_answer(
         lambda: Post.objects.filter(created__year=2024).count(),  # a transform
         lambda: Post.objects.filter(title__regex="^post [12]$").count(),
         lambda: list(Post.objects.filter(score=1).values_list("title", flat=True)),
-        lambda: list(Post.objects.select_related("category").filter(score=1)),
+        lambda: list(Author.objects.select_related("profile").filter(name="Ann")),  # reverse
+        lambda: list(Post.objects.select_related("category").only("title", "category__title")),
         lambda: Post.objects.order_by("?").filter(score=1).count(),
     ]
     for read in reads:
@@ -305,8 +369,12 @@ def test_random_chains_name_the_compiled_statement(
     ]
     orderings = ["id", "-score", "title", "category__slug", "-pk", "author__name"]
 
+    related = [(), ("category",), ("author",), ("category", "author"), ("author", "category")]
+
     def chain() -> QuerySet[Post]:
         qs = Post.objects.all()
+        if rng.random() < 0.4:
+            qs = qs.select_related(*rng.choice(related))
         for _ in range(rng.randint(1, 3)):
             name, value = rng.choice(filters)
             qs = (
@@ -357,6 +425,9 @@ def test_every_step_is_part_of_the_chain(
         lambda: Post.objects.filter(score__gte=3, score__lte=5),
         lambda: Post.objects.filter(title__startswith="post 1"),
         lambda: Post.objects.filter(title__endswith="post 1"),
+        lambda: Post.objects.select_related("category").order_by("id"),
+        lambda: Post.objects.select_related("author").order_by("id"),
+        lambda: Post.objects.select_related().order_by("id"),
     ]
     for make in variants:
         for _ in range(3):

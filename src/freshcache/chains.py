@@ -1,4 +1,5 @@
-"""Reads of ``filter()``/``exclude()``/``order_by()``/slice chains served without compiling SQL.
+"""Reads of ``filter()``/``exclude()``/``order_by()``/``select_related()``/slice chains served
+without compiling SQL.
 
 The general read path keys a value by its compiled SQL, so a hit pays for the SQL compiler
 (and, for ``count()``, for building the aggregation query) before its one round trip. Yet a
@@ -22,7 +23,10 @@ What makes a chain a faithful name for its statement, checked rather than hoped 
 * the query a recorded step produced is sealed (its attributes by identity and its filter tree's
   size); a query changed behind the methods' back (``qs.query.set_limits(...)``, a library that
   edits ``qs.query``) no longer matches its seal and reads the general way;
-* the memo is keyed by operation, database, model and the whole chain with its values.
+* the memo is keyed by operation, database, model and the whole chain with its values;
+* ``select_related()`` names Django's own forward foreign keys and one-to-one fields only, and a
+  fetch remembers where the compiler put each model's columns (:func:`rebuild.layout_of`), so
+  the related objects are built by Django's own populators.
 """
 
 from __future__ import annotations
@@ -76,11 +80,14 @@ class _Entry:
     key: str
     #: For ``aggregate()``: what Django does with the row (not part of what names the read).
     finish: aggregates.Finisher | None = dataclasses.field(default=None, compare=False)
+    #: For a fetch with ``select_related()``: where each model sits in the rows.
+    layout: rebuild.Layout | None = dataclasses.field(default=None, compare=False)
 
 
 _memo: dict[Hashable, _Entry] = {}
 _paths: Memo[tuple[type, str], tuple[Any, str] | None] = Memo(_MEMO_MAX)
 _orderings: Memo[tuple[type, str], bool] = Memo(_MEMO_MAX)
+_relations: Memo[tuple[type, str], bool] = Memo(_MEMO_MAX)
 _lookup_classes: dict[type, bool] = {}
 
 
@@ -182,6 +189,33 @@ def _filter_step(model: Any, negate: bool, args: tuple[Any, ...], kwargs: dict[s
             return None
         pairs.append((name, tagged))
     return ("x" if negate else "f", tuple(pairs))
+
+
+def _related_path(model: Any, name: object) -> bool:
+    """Whether ``name`` follows Django's own forward foreign keys and one-to-one fields only."""
+    if type(name) is not str or not name:
+        return False
+    key = (model, name)
+    verdict = _relations.get(key)
+    if verdict is None:
+        verdict = True
+        opts = model._meta
+        for part in name.split("__"):
+            try:
+                found = opts.get_field(part)
+            except FieldDoesNotExist:
+                verdict = False
+                break
+            if not (
+                fastget.django_field(found)
+                and found.concrete
+                and (found.many_to_one or found.one_to_one)
+            ):
+                verdict = False
+                break
+            opts = found.related_model._meta
+        _relations.put(key, verdict)
+    return verdict
 
 
 def _orderable(model: Any, name: object) -> bool:
@@ -290,6 +324,10 @@ def _step(kind: str, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         if kwargs or not all(_orderable(model, n) for n in args):
             return None
         return ("o", args)
+    if kind == "select_related":
+        if kwargs or not all(_related_path(model, n) for n in args):
+            return None
+        return ("r", args)  # () is select_related(): every non-null foreign key
     # __getitem__: only a slice comes back as a queryset
     if len(args) != 1 or kwargs or type(args[0]) is not slice:
         return None
@@ -369,7 +407,10 @@ def _read(
                 return bool(payload)
             if entry.finish is not None:
                 return entry.finish(payload, connection)
-            qs._result_cache = rebuild.instances(model, db, connection, payload, qs)
+            if entry.layout is not None:
+                qs._result_cache = rebuild.with_related(entry.layout, db, connection, payload, qs)
+            else:
+                qs._result_cache = rebuild.instances(model, db, connection, payload, qs)
             return general()  # prefetches, if any
     token = probed.set((entry.key, probe))
     try:
@@ -418,13 +459,13 @@ def _entry(slot: list[Learned], model: Any, op: str, db: str, query: Query) -> _
         return _Entry(learned.plan, learned.key, finish)
     if op in ("count", "exists"):
         ok = learned.result_type == SINGLE and len(slot) == 1
-    else:
-        ok = (
-            learned.result_type == MULTI
-            and compiler.query is query
-            and _default_rows(model, db, compiler)
-        )
-    return _Entry(learned.plan, learned.key) if ok else None
+        return _Entry(learned.plan, learned.key) if ok else None
+    if learned.result_type != MULTI or compiler.query is not query:
+        return None
+    if not query.select_related:
+        return _Entry(learned.plan, learned.key) if _default_rows(model, db, compiler) else None
+    layout = rebuild.layout_of(model, compiler)
+    return _Entry(learned.plan, learned.key, layout=layout) if layout is not None else None
 
 
 def _default_rows(model: Any, db: str, compiler: Any) -> bool:

@@ -198,7 +198,7 @@ def install() -> None:
         _wrap(QuerySet, name, queryset.get_scope)
     for name in ("count", "exists", "aggregate"):
         _wrap(QuerySet, name, functools.partial(queryset.chain_op_scope, op=name))
-    for name in ("filter", "exclude", "order_by", "all", "__getitem__"):
+    for name in ("filter", "exclude", "order_by", "select_related", "all", "__getitem__"):
         _wrap(QuerySet, name, chains.recording(name))
     _add(QuerySet, "cache", queryset.cache)
     _add(QuerySet, "nocache", queryset.nocache)

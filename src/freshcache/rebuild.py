@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Model
+from django.db.models import query as django_query
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query_utils import DeferredAttribute
@@ -24,8 +25,19 @@ from django.db.models.signals import post_init, pre_init
 from django.db.models.sql.query import Query
 
 from freshcache.conf import on_reset
+from freshcache.memo import Memo
 
-__all__ = ["Rebuild", "instances", "learn", "rebuild_for", "remember", "supported"]
+__all__ = [
+    "Layout",
+    "Rebuild",
+    "instances",
+    "layout_of",
+    "learn",
+    "rebuild_for",
+    "remember",
+    "supported",
+    "with_related",
+]
 
 
 @dataclass(frozen=True)
@@ -53,15 +65,19 @@ def remember(model: Any, db: str, compiler: Any) -> Rebuild:
     fields = compiler.klass_info["select_fields"]
     start, end = fields[0], fields[-1] + 1
     init_list = tuple(s[0].target.attname for s in select[start:end])
-    expressions = [s[0] for s in select[: compiler.col_count]]
-    converters = tuple(
-        (pos, tuple(convs), expression)
-        for pos, (convs, expression) in compiler.get_converters(expressions).items()
-    )
-    rebuild = Rebuild(init_list, converters)
+    rebuild = Rebuild(init_list, _converters_of(compiler))
     with _lock:
         _rebuilds[(model, db)] = rebuild
     return rebuild
+
+
+def _converters_of(compiler: Any) -> tuple[tuple[int, tuple[Any, ...], Any], ...]:
+    """The converters Django's ``results_iter`` applies to the compiled read's columns."""
+    expressions = [s[0] for s in compiler.select[: compiler.col_count]]
+    return tuple(
+        (pos, tuple(convs), expression)
+        for pos, (convs, expression) in compiler.get_converters(expressions).items()
+    )
 
 
 def learn(model: Any, db: str, compiler: Any) -> None:
@@ -89,8 +105,6 @@ def supported(qs: Any) -> bool:
 def _from_db(model: Any, mode: Any) -> Callable[..., Any]:
     if mode is None:  # Django before 6.1
         return model.from_db
-    from django.db.models import query as django_query
-
     return django_query._get_from_db(model, mode)
 
 
@@ -130,32 +144,29 @@ def instances(
     iterable would build them (``from_db`` and the model's ``__init__``, or the equivalent
     ``__dict__`` writes when :func:`_plain_init` allows and no init signal is connected)."""
     recipe = rebuild_for(model, db)
-    converters = recipe.converters
-    if converters:
-        converted: list[Sequence[Any]] = []
-        for raw in rows:
-            row = list(raw)
-            for pos, convs, expression in converters:
-                value = row[pos]
-                for convert in convs:
-                    value = convert(value, expression, connection)
-                row[pos] = value
-            converted.append(row)
-        rows = converted
-    mode = getattr(qs, "_fetch_mode", None)
+    rows = _converted(rows, recipe.converters, connection)
+    build = _builder(model, recipe.init_list, db, getattr(qs, "_fetch_mode", None))
+    return [build(row) for row in rows]
+
+
+def _builder(
+    model: Any, init_list: tuple[str, ...], db: str, mode: Any
+) -> Callable[[Sequence[Any]], Any]:
+    """What makes one instance from its values: ``from_db`` (with the model's ``__init__``),
+    or the equivalent ``__dict__`` writes when :func:`_plain_init` allows and no init signal is
+    connected."""
     names = _plain_init(model)
     if (
         names is None
-        or names != recipe.init_list
+        or names != init_list
         or pre_init.has_listeners(model)
         or post_init.has_listeners(model)
     ):
-        build = _from_db(model, mode)
-        init_list = recipe.init_list
-        return [build(db, init_list, row) for row in rows]
-    out = []
+        from_db = _from_db(model, mode)
+        return lambda values: from_db(db, init_list, values)
     new = model.__new__
-    for values in rows:
+
+    def build(values: Sequence[Any]) -> Any:
         obj = new(model)
         state = ModelState()
         state.adding = False
@@ -164,5 +175,111 @@ def instances(
             state.fetch_mode = mode
         obj._state = state
         obj.__dict__.update(zip(names, values, strict=True))
+        return obj
+
+    return build
+
+
+def _converted(
+    rows: Sequence[Sequence[Any]],
+    converters: tuple[tuple[int, tuple[Any, ...], Any], ...],
+    connection: Any,
+) -> Sequence[Sequence[Any]]:
+    if not converters:
+        return rows
+    converted: list[Sequence[Any]] = []
+    for raw in rows:
+        row = list(raw)
+        for pos, convs, expression in converters:
+            value = row[pos]
+            for convert in convs:
+                value = convert(value, expression, connection)
+            row[pos] = value
+        converted.append(row)
+    return converted
+
+
+# -- select_related ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each model of a ``select_related()`` fetch sits in its rows, as Django's compiler
+    laid them out (``select`` and ``klass_info``), and the columns' converters."""
+
+    model: Any
+    init_list: tuple[str, ...]
+    end: int
+    select: tuple[Any, ...]
+    klass_info: dict[str, Any]
+    converters: tuple[tuple[int, tuple[Any, ...], Any], ...]
+    #: Django's related populators by (database, fetch mode): stateless once built.
+    populators: dict[tuple[str, Any], list[Any]] = field(default_factory=dict, compare=False)
+
+
+#: Layouts by what determines them, so the chains that share one share the object.
+_layouts: Memo[Hashable, Layout] = Memo(256)
+
+
+def _klass_signature(info: dict[str, Any]) -> Hashable:
+    return (
+        info["model"],
+        info.get("field"),
+        info.get("reverse"),
+        info.get("from_parent"),
+        tuple(info["select_fields"]),
+        tuple(_klass_signature(child) for child in info.get("related_klass_infos", ())),
+    )
+
+
+def layout_of(model: Any, compiler: Any) -> Layout | None:
+    """The layout of a compiled ``select_related()`` fetch of ``model``'s default columns plus
+    related models' (no annotations, extra columns or deferred fields), else None."""
+    info = compiler.klass_info
+    select = compiler.select
+    count = compiler.col_count
+    if (
+        not info
+        or info.get("model") is not model
+        or not info.get("related_klass_infos")
+        or compiler.annotation_col_map
+        or getattr(compiler, "has_extra_select", False)
+        or count != len(select)
+    ):
+        return None
+    fields = list(info["select_fields"])
+    names = tuple(s[0].target.attname for s in select[: len(fields)])
+    if fields != list(range(len(fields))) or names != tuple(
+        f.attname for f in model._meta.concrete_fields
+    ):
+        return None
+    columns = tuple((s[0].target.model, s[0].target.attname) for s in select)
+    signature = (model, compiler.connection.alias, columns, _klass_signature(info))
+    known = _layouts.get(signature)
+    if known is not None:
+        return known
+    layout = Layout(model, names, len(fields), tuple(select), info, _converters_of(compiler))
+    return _layouts.put(signature, layout)
+
+
+def with_related(
+    layout: Layout, db: str, connection: Any, rows: Sequence[Sequence[Any]], qs: Any
+) -> list[Any]:
+    """Instances with their ``select_related()`` objects from raw rows laid out as ``layout``
+    says, built as Django's ``ModelIterable`` builds them."""
+    rows = _converted(rows, layout.converters, connection)
+    mode = getattr(qs, "_fetch_mode", None)
+    populators = layout.populators.get((db, mode))
+    if populators is None:
+        args = (layout.klass_info, list(layout.select), db)
+        populators = django_query.get_related_populators(*args, *(() if mode is None else (mode,)))
+        layout.populators[(db, mode)] = populators
+    build = _builder(layout.model, layout.init_list, db, mode)
+    end = layout.end
+    out = []
+    for row in rows:
+        obj = build(row[:end])
+        for populator in populators:
+            populator.populate(row, obj)
         out.append(obj)
     return out
