@@ -204,6 +204,50 @@ def test_rows_zoneinfo_comes_back_by_key() -> None:
     assert result.tzinfo.key == "Europe/Paris"
 
 
+UTC_EDGES = [
+    datetime.min.replace(tzinfo=timezone.utc),
+    datetime.max.replace(tzinfo=timezone.utc),
+    datetime(1970, 1, 1, tzinfo=timezone.utc),
+    datetime(1969, 12, 31, 23, 59, 59, 500000, timezone.utc),  # before 1970, with microseconds
+    datetime(1969, 12, 31, 23, 59, 59, 999999, timezone.utc),
+    datetime(2106, 2, 7, 6, 28, 16, tzinfo=timezone.utc),  # past 32-bit seconds
+    datetime(2514, 5, 30, 1, 53, 3, 999999, timezone.utc),  # the last of 34-bit seconds
+    datetime(2514, 5, 30, 1, 53, 4, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, timezone.utc),  # a float timestamp rounds this
+]
+
+
+@pytest.mark.parametrize("value", UTC_EDGES, ids=str)
+def test_rows_utc_datetimes_are_msgpack_timestamps(value: datetime) -> None:
+    """``timezone.utc`` datetimes travel as msgpack's Timestamp (decoded in C) and come back
+    with that very tzinfo; exact over the whole datetime range."""
+    raw = msgpack.unpackb(dumps_rows((value,))[len(ROWS_HEADER) :], ext_hook=msgpack.ExtType)
+    assert type(raw[0]) is msgpack.Timestamp
+    result = round_trip(value)
+    assert result == value and result.tzinfo is timezone.utc and result.fold == 0
+    assert result.replace(tzinfo=None) == value.replace(tzinfo=None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2024, 1, 1, tzinfo=timezone(timedelta(0), "UTC")),  # equal to utc, not it
+        datetime(2024, 1, 1, tzinfo=timezone.utc, fold=1),
+        datetime(2024, 1, 1, tzinfo=ZoneInfo("UTC")),
+    ],
+    ids=["named-zero-offset", "utc-fold", "zoneinfo-utc"],
+)
+def test_rows_other_utc_spellings_keep_their_tzinfo(value: datetime) -> None:
+    raw = msgpack.unpackb(dumps_rows((value,))[len(ROWS_HEADER) :], ext_hook=msgpack.ExtType)
+    assert type(raw[0]) is msgpack.ExtType
+    assert_identical(round_trip(value), value)
+
+
+def test_rows_of_the_previous_format_are_misses() -> None:
+    with pytest.raises(PayloadError, match="another format version"):
+        loads_rows(b"r\x01" + msgpack.packb([(1, "a")]))
+
+
 def test_rows_memoryview_comes_back_as_memoryview() -> None:
     result = round_trip([memoryview(bytearray(b"abc"))])
     assert type(result[0]) is memoryview
@@ -412,6 +456,20 @@ def test_rows_unknown_extension_is_payload_error(code: int) -> None:
 def test_rows_malformed_extension_is_payload_error(ext: msgpack.ExtType) -> None:
     with pytest.raises(PayloadError):
         loads_rows(ROWS_HEADER + msgpack.packb(ext))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"\x00" * 5, id="length"),
+        pytest.param(struct.pack(">Iq", 0, 2**62), id="out-of-range"),
+        pytest.param(struct.pack(">Iq", 10**9, 0), id="nanoseconds"),
+    ],
+)
+def test_rows_malformed_timestamp_is_payload_error(body: bytes) -> None:
+    ext = b"\xc7" + bytes([len(body)]) + b"\xff" + body  # ext 8 of type -1 (Timestamp)
+    with pytest.raises(PayloadError):
+        loads_rows(ROWS_HEADER + ext)
 
 
 @given(st.binary())
