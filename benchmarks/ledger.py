@@ -13,7 +13,12 @@ from __future__ import annotations
 from multiprocessing.context import BaseContext
 from typing import Any
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "category_of"]
+
+
+def category_of(pk: int, categories: int) -> int:
+    """The category the benchmark data puts item ``pk`` in."""
+    return 1 + (pk - 1) % categories
 
 
 class Ledger:
@@ -34,9 +39,6 @@ class Ledger:
         # sum bounds the category's sum from below, exactly as tightly as the records allow.
         self._catsum: Any = ctx.RawArray("q", categories + 1)
 
-    def category_of(self, pk: int) -> int:
-        return 1 + (pk - 1) % self.categories
-
     def lock_and_draw(self, pk: int) -> int:
         """The item's lock and the next version; 0 when another process holds the lock."""
         with self._guard:
@@ -52,7 +54,7 @@ class Ledger:
             previous = self._version[pk]
             if version > previous:
                 self._version[pk] = version
-                self._catsum[self.category_of(pk)] += version - previous
+                self._catsum[category_of(pk, self.categories)] += version - previous
             self._locked[pk] = 0
 
     def committed(self, kind: str, key: int) -> int:

@@ -39,7 +39,7 @@ import traceback
 from array import array
 from typing import Any
 
-from benchmarks.ledger import Ledger
+from benchmarks.ledger import Ledger, category_of
 from benchmarks.servers import NodeStats, RedisTarget
 from benchmarks.stats import summarize
 
@@ -87,8 +87,9 @@ def read_answer(kind: str, pk: int, categories: int) -> int:
         return int(Item.objects.get(pk=pk).version)
     if kind == "slug":
         return int(Item.objects.get(slug=f"item-{pk}").version)
-    category = 1 + (pk - 1) % categories
-    total = Item.objects.filter(category_id=category).aggregate(s=Sum("version"))["s"]
+    total = Item.objects.filter(category_id=category_of(pk, categories)).aggregate(
+        s=Sum("version")
+    )["s"]
     return int(total or 0)
 
 
@@ -168,7 +169,7 @@ def _child_run(spec: dict[str, Any], index: int, ledger: Ledger, barrier: Any) -
         return answer, elapsed, counter.count == queries
 
     def checked_read(kind: str, pk: int) -> tuple[int, bool]:
-        key = 1 + (pk - 1) % categories if kind == "category" else pk
+        key = category_of(pk, categories) if kind == "category" else pk
         floor = ledger.committed(kind, key)
         strict = in_db(kind, key)
         answer, elapsed, hit = read(kind, pk)

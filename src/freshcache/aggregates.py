@@ -21,51 +21,20 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Avg, Count, F, Max, Min, Sum
-from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Star
 
-from freshcache import fastget
-from freshcache.memo import Memo
+from freshcache import fieldpaths
 
 __all__ = ["Finisher", "describe", "finisher_for"]
 
 _CLASSES = {cls: cls.__name__ for cls in (Sum, Count, Avg, Min, Max)}
-_paths: Memo[tuple[Any, str], bool] = Memo()
 
 
 def _plain_path(model: Any, name: str) -> bool:
-    key = (model, name)
-    verdict = _paths.get(key)
-    if verdict is None:
-        verdict = _paths.put(key, _walk(model, name))  # bounded: names can come from input
-    return verdict
-
-
-def _walk(model: Any, name: str) -> bool:
     """Whether ``name`` walks Django's own concrete fields, forward, to a non-temporal one."""
-    opts = model._meta
-    parts = name.split(LOOKUP_SEP)
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        try:
-            field = opts.pk if part == "pk" else opts.get_field(part)
-        except FieldDoesNotExist:
-            return False
-        if (
-            not getattr(field, "concrete", False)
-            or field.many_to_many
-            or not fastget.django_field(field)
-        ):
-            return False
-        if i < last:
-            if not field.is_relation or field.related_model is None:
-                return False
-            opts = field.related_model._meta
-        elif field.get_internal_type() in fastget.TEMPORAL:
-            return False
-    return True
+    fields = fieldpaths.forward_path(model, name)
+    return fields is not None and fields[-1].get_internal_type() not in fieldpaths.TEMPORAL
 
 
 def _one(model: Any, aggregate: object) -> Hashable | None:

@@ -47,7 +47,7 @@ from django.db.models.query import ModelIterable
 from django.db.models.sql.constants import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from freshcache import aggregates, capture, fastget, rebuild
+from freshcache import aggregates, capture, fastget, fieldpaths, rebuild
 from freshcache import transaction as tx
 from freshcache.conf import on_reset, profile_for, settings
 from freshcache.memo import Memo
@@ -87,7 +87,6 @@ class _Entry:
 _memo: dict[Hashable, _Entry] = {}
 _paths: Memo[tuple[type, str], tuple[Any, str] | None] = Memo(_MEMO_MAX)
 _orderings: Memo[tuple[type, str], bool] = Memo(_MEMO_MAX)
-_relations: Memo[tuple[type, str], bool] = Memo(_MEMO_MAX)
 _lookup_classes: dict[type, bool] = {}
 
 
@@ -115,7 +114,7 @@ def _resolve(model: Any, name: str, lookups: frozenset[str]) -> tuple[Any, str] 
             found = opts.pk if part == "pk" else opts.get_field(part)
         except FieldDoesNotExist:
             return (field, part) if field is not None and i == last and part in lookups else None
-        if not fastget.django_field(found):
+        if not fieldpaths.django_field(found):
             return None
         field = found
     return (field, "exact") if field is not None else None
@@ -135,8 +134,8 @@ def _path(model: Any, name: str) -> tuple[Any, str] | None:
         # A reverse or many-to-many relation compares through a join: isnull only.
         if lookup != "isnull" and (
             not forward
-            or not fastget.django_field(compared)
-            or compared.get_internal_type() in fastget.TEMPORAL
+            or not fieldpaths.django_field(compared)
+            or compared.get_internal_type() in fieldpaths.TEMPORAL
         ):
             found = None
     return _paths.put(key, found)  # bounded: names can come from user input
@@ -193,29 +192,8 @@ def _filter_step(model: Any, negate: bool, args: tuple[Any, ...], kwargs: dict[s
 
 def _related_path(model: Any, name: object) -> bool:
     """Whether ``name`` follows Django's own forward foreign keys and one-to-one fields only."""
-    if type(name) is not str or not name:
-        return False
-    key = (model, name)
-    verdict = _relations.get(key)
-    if verdict is None:
-        verdict = True
-        opts = model._meta
-        for part in name.split("__"):
-            try:
-                found = opts.get_field(part)
-            except FieldDoesNotExist:
-                verdict = False
-                break
-            if not (
-                fastget.django_field(found)
-                and found.concrete
-                and (found.many_to_one or found.one_to_one)
-            ):
-                verdict = False
-                break
-            opts = found.related_model._meta
-        _relations.put(key, verdict)
-    return verdict
+    fields = fieldpaths.forward_path(model, name) if type(name) is str and name else None
+    return fields is not None and all(f.many_to_one or f.one_to_one for f in fields)
 
 
 def _orderable(model: Any, name: object) -> bool:

@@ -52,15 +52,7 @@ from freshcache.signals import cache_read
 from freshcache.stamps import UNKNOWN, column_value, field_info
 from freshcache.store import Plan, store
 
-__all__ = [
-    "NOT_HANDLED",
-    "TEMPORAL",
-    "django_field",
-    "overrides_none",
-    "pristine",
-    "shape_of",
-    "try_get",
-]
+__all__ = ["NOT_HANDLED", "overrides_none", "pristine", "shape_of", "try_get"]
 
 logger = logging.getLogger("freshcache")
 
@@ -140,15 +132,6 @@ def shape_of(model: type) -> _Shape | None:
     with _lock:
         _shapes[model] = shape
     return shape
-
-
-#: Fields whose values can depend on the time zone in force: chains and aggregates skip them.
-TEMPORAL = frozenset({"DateField", "DateTimeField", "TimeField", "DurationField", "JSONField"})
-
-
-def django_field(field: Any) -> bool:
-    """Whether ``field`` is one of Django's own field classes (whose SQL and values we know)."""
-    return type(field).__module__.startswith("django.db.models.fields")
 
 
 def overrides_none(qs_class: type, members: tuple[str, ...]) -> bool:

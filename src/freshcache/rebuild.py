@@ -208,8 +208,8 @@ class Layout:
     laid them out (``select`` and ``klass_info``), and the columns' converters."""
 
     model: Any
+    #: The model's own columns, which come first in each row.
     init_list: tuple[str, ...]
-    end: int
     select: tuple[Any, ...]
     klass_info: dict[str, Any]
     converters: tuple[tuple[int, tuple[Any, ...], Any], ...]
@@ -258,7 +258,7 @@ def layout_of(model: Any, compiler: Any) -> Layout | None:
     known = _layouts.get(signature)
     if known is not None:
         return known
-    layout = Layout(model, names, len(fields), tuple(select), info, _converters_of(compiler))
+    layout = Layout(model, names, tuple(select), info, _converters_of(compiler))
     return _layouts.put(signature, layout)
 
 
@@ -275,7 +275,7 @@ def with_related(
         populators = django_query.get_related_populators(*args, *(() if mode is None else (mode,)))
         layout.populators[(db, mode)] = populators
     build = _builder(layout.model, layout.init_list, db, mode)
-    end = layout.end
+    end = len(layout.init_list)
     out = []
     for row in rows:
         obj = build(row[:end])
