@@ -12,6 +12,8 @@ import pytest
 from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Value
+from django.db.models.functions import Upper
 from django.db.models.signals import post_migrate
 from django.test import override_settings
 
@@ -545,3 +547,15 @@ def test_user_callbacks_never_leak_when_invalidation_fails(c1: Category) -> None
     with transaction.atomic():
         Post.objects.create(title="b", category=c1)
     assert ran == ["first"], "the callback did not run a second time at the next commit"
+
+
+def test_an_insert_of_sql_values_reaches_reads_of_their_columns(queries: Any) -> None:
+    """A value Django sends as SQL (``Upper(...)``) is known only to the database: without the
+    whole-table invalidation it falls back to, the cached count would stay 0."""
+    cached(queries, lambda: Category.objects.filter(title="ADA").count())
+    cached(queries, lambda: Category.objects.filter(slug="ada").count())
+    Category.objects.create(title=Upper(Value("ada")), slug="ada")
+    assert Category.objects.filter(title="ADA").count() == 1
+    assert Category.objects.filter(slug="ada").count() == 1
+    Category.objects.bulk_create([Category(title=Upper(Value("ada")), slug="ada2")])
+    assert Category.objects.filter(title="ADA").count() == 2

@@ -28,10 +28,15 @@ from freshcache.rawsql import ALL, READ, written_tables
         ("UPDATE ONLY t SET a = 1", ("t",)),
         ('DELETE FROM "Mixed""Case"', ('Mixed"Case',)),
         ("delete from `t` where id = 1", ("t",)),
-        ('TRUNCATE "a", "b" RESTART IDENTITY CASCADE', ("a", "b", "restart", "identity")),
+        ('TRUNCATE "a", "b" RESTART IDENTITY', ("a", "b", "restart", "identity")),
+        # CASCADE empties every table that references these, by any foreign key
+        ('TRUNCATE "a", "b" RESTART IDENTITY CASCADE', ALL),
+        ("truncate t cascade", ALL),
+        ("TRUNCATE t RESTRICT", ("t",)),
         ("TRUNCATE TABLE t", ("t",)),
         ("ALTER TABLE t ADD COLUMN c int", ("t",)),
         ("DROP TABLE IF EXISTS t, u", ("t", "u")),
+        ("DROP TABLE t CASCADE", ("t",)),  # drops constraints and views, not other rows
         ("COPY t (a, b) FROM STDIN", ("t",)),
         ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", ALL),
         ("WITH x AS (SELECT 1) SELECT * FROM x", READ),

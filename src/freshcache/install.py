@@ -29,7 +29,7 @@ from django.db.models.manager import BaseManager
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI
 
-from freshcache import capture, chains, invalidation, queryset, rawsql
+from freshcache import capture, chains, dbcascade, invalidation, queryset, rawsql
 from freshcache import transaction as tx
 
 __all__ = ["install", "installed", "uninstall"]
@@ -151,6 +151,9 @@ def raw_write_wrapper(
         return result
     connection = context["connection"]
     tx.mark_dirty(connection)
+    if tables != rawsql.ALL:
+        # A raw delete sets off the database-level on_delete of the tables' referencing rows.
+        tables = tuple(dict.fromkeys((*tables, *dbcascade.tables_below(tables))))
     if not invalidation.active():
         invalidation.skipped(connection.alias, tables)
         return result

@@ -26,6 +26,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.expressions import Value
 from django.db.models.sql.query import Query
 
+from freshcache import dbcascade
 from freshcache import transaction as tx
 from freshcache.conf import key_prefix, settings
 from freshcache.returning import pinned_rows, run_returning
@@ -249,9 +250,28 @@ def on_insert(compiler: Any, run: Callable[[], Any]) -> Any:
                 values[field.attname] = value
         if values.get(pk.attname) is None:
             columns.discard(pk.column)
+        for field in fields:
+            if hasattr(values[field.attname], "resolve_expression"):
+                # SQL (``Upper(...)``, a database default) whose value only the database knows:
+                # the row's stamps for this column cannot be named.
+                del values[field.attname]
+                columns.discard(field.column)
         rows.append(row_conj_values(model, values))
     request(using, [TableChange(table=table, rows=rows, columns=frozenset(columns))])
     return result
+
+
+def _row_count(result: Any) -> int:
+    """How many rows a write's ``execute_sql`` result says it touched: 0 when nothing was
+    executed (an empty WHERE), -1 when it cannot tell. The rowcount is an int (Django 5.2+) or
+    on the returned cursor."""
+    if result is None:
+        return 0
+    if isinstance(result, int) and not isinstance(result, bool):
+        count = result
+    else:
+        count = getattr(result, "rowcount", -1)
+    return count if isinstance(count, int) and count >= 0 else -1
 
 
 def _more_rows_than_read(result: Any, old: list[Any]) -> bool:
@@ -259,18 +279,10 @@ def _more_rows_than_read(result: Any, old: list[Any]) -> bool:
 
     At READ COMMITTED a row inserted (or changed to match) and committed between the pre-read
     and the write is written too, and its values are unknown: the caller then invalidates the
-    whole table. The rowcount is an int (Django 5.2+) or on the returned cursor; when it cannot
-    be known, assume the worst.
+    whole table. When the count cannot be known, assume the worst.
     """
-    if result is None:
-        return False  # nothing was executed (an empty WHERE)
-    if isinstance(result, int) and not isinstance(result, bool):
-        count = result
-    else:
-        count = getattr(result, "rowcount", -1)
-    if not isinstance(count, int) or count < 0:
-        return True
-    return count > len(old)
+    count = _row_count(result)
+    return count < 0 or count > len(old)
 
 
 def _plain_new_values(query: Any) -> dict[str, Any] | None:
@@ -288,6 +300,20 @@ def _plain_new_values(query: Any) -> dict[str, Any] | None:
 
 
 def on_update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) -> Any:
+    """Run an ``UPDATE`` or ``DELETE`` and invalidate what it changed; a delete also invalidates
+    the tables the database itself deletes from or updates (:mod:`freshcache.dbcascade`)."""
+    below = dbcascade.tables_below((compiler.query.model._meta.db_table,)) if delete else ()
+    result = _update_or_delete(compiler, run, delete=delete)
+    if below and _row_count(result) != 0:
+        using = compiler.using
+        if active():
+            request(using, [TableChange(table=t, whole_table=True) for t in below])
+        else:
+            skipped(using, below)
+    return result
+
+
+def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) -> Any:
     """Read the rows' old values, run the statement, invalidate old and new values.
 
     The old values must be the database's at the moment of the write: another process may move
@@ -353,7 +379,8 @@ def _write_with_old_values(
     rows = [_normalized(model, fields, row) for row in old]
     if not delete and old:
         new_values = _plain_new_values(query)
-        if new_values is None:
+        if new_values is None or any(getattr(f, "generated", False) for f in fields):
+            # An expression, or a generated column the database recomputes: read what it wrote.
             fresh = _rows_by_pk(model, using, fields, [row[0] for row in old])
             rows.extend(_normalized(model, fields, row) for row in fresh)
         else:

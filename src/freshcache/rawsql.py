@@ -108,5 +108,7 @@ def written_tables(sql: str) -> tuple[str, ...]:
         if not match:
             return ALL
         names = re.findall(_NAME, match.group(1))
+        if word == "truncate" and any(n.lower() == "cascade" for n in names):
+            return ALL  # every table referencing these, by any foreign key, goes with them
         return tuple(_table(n) for n in names if n.lower() not in ("cascade", "restrict"))
     return ALL

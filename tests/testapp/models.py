@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Concat
 
 
 class Category(models.Model):
@@ -93,3 +95,49 @@ class Restaurant(Place):
     """Multi-table inheritance child."""
 
     serves_pizza = models.BooleanField(default=False)
+
+
+if hasattr(models, "GeneratedField"):  # Django 5.0+: columns the database computes
+
+    class Person(models.Model):
+        first = models.CharField(max_length=50)
+        last = models.CharField(max_length=50)
+        full = models.GeneratedField(
+            expression=Concat("first", Value(" "), "last"),
+            output_field=models.CharField(max_length=101),
+            db_persist=True,
+        )
+
+
+if hasattr(models, "DB_CASCADE"):  # Django 6.1+: on_delete carried out by the database
+    #: The shelf labels fall back to when theirs is deleted (created by the tests that need it).
+    LOST_AND_FOUND = 900_000
+
+    class Shelf(models.Model):
+        name = models.CharField(max_length=50)
+
+    class Book(models.Model):
+        shelf = models.ForeignKey(Shelf, on_delete=models.DB_CASCADE, related_name="books")
+        title = models.CharField(max_length=50)
+
+    class Chapter(models.Model):
+        book = models.ForeignKey(Book, on_delete=models.DB_CASCADE, related_name="chapters")
+        title = models.CharField(max_length=50)
+
+    class Loan(models.Model):
+        shelf = models.ForeignKey(
+            Shelf, on_delete=models.DB_SET_NULL, null=True, related_name="loans"
+        )
+        who = models.CharField(max_length=50)
+
+    class Label(models.Model):
+        shelf = models.ForeignKey(
+            Shelf, on_delete=models.DB_SET_DEFAULT, db_default=LOST_AND_FOUND, related_name="labels"
+        )
+        text = models.CharField(max_length=50)
+
+    class Node(models.Model):
+        parent = models.ForeignKey(
+            "self", on_delete=models.DB_CASCADE, null=True, related_name="children"
+        )
+        name = models.CharField(max_length=50)
