@@ -24,7 +24,9 @@ from tests.testapp.models import (
     Category,
     Comment,
     Group,
+    Member,
     Membership,
+    Note,
     Place,
     Post,
     Profile,
@@ -559,3 +561,31 @@ def test_an_insert_of_sql_values_reaches_reads_of_their_columns(queries: Any) ->
     assert Category.objects.filter(slug="ada").count() == 1
     Category.objects.bulk_create([Category(title=Upper(Value("ada")), slug="ada2")])
     assert Category.objects.filter(title="ADA").count() == 2
+
+
+def test_a_field_whose_pre_save_differs_from_its_attribute(queries: Any) -> None:
+    """An INSERT sends ``pre_save()``'s value, not the attribute's: a subclass of a Django field
+    that overrides it makes no atoms, so the reads below depend on the table as a whole."""
+    cached(queries, lambda: list(Member.objects.filter(handle="alice").values_list("level")))
+    cached(queries, lambda: Member.objects.filter(handle="bob").count())
+    Member.objects.create(handle="  Alice ")
+    assert list(Member.objects.filter(handle="alice").values_list("level")) == [(0,)]
+    Member.objects.bulk_create([Member(handle="BOB")])
+    assert Member.objects.filter(handle="bob").count() == 1
+
+
+def test_raw_sql_naming_a_table_in_another_case(queries: Any) -> None:
+    """SQLite matches table names whatever their case, quoted or not; PostgreSQL folds unquoted
+    names to lower case, so there only the exact quoted name reaches ``"TestApp_Note"``."""
+    note = Note.objects.create(text="a")
+    read = lambda: list(Note.objects.values_list("text", flat=True))  # noqa: E731
+    spellings = (
+        ["UPDATE testapp_note SET text = %s", 'UPDATE "TESTAPP_NOTE" SET text = %s']
+        if connection.vendor == "sqlite"
+        else ['UPDATE "TestApp_Note" SET text = %s']
+    )
+    for i, statement in enumerate(spellings):
+        cached(queries, read)
+        with connection.cursor() as cursor:
+            cursor.execute(f"{statement} WHERE id = %s", [f"v{i}", note.pk])
+        assert read() == [f"v{i}"], statement

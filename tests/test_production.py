@@ -108,6 +108,39 @@ def test_callable_prefix_separates_tenants_and_invalidation_follows(queries: Any
     assert store.backend.get_many(["t-a:g"])[0] is not None
 
 
+@override_settings(FRESHCACHE_PREFIX="tests.test_production.tenant_prefix")
+def test_a_read_remembered_under_one_tenant_is_keyed_for_the_next(queries: Any) -> None:
+    """The process remembers each statement's keys (general path and chains); they carry the
+    prefix of the tenant that read first. Without the check, tenant b would read tenant a's
+    entries, which b's writes (under b's prefix) never invalidate."""
+    category = Category.objects.create(title="one", slug="one")
+    Post.objects.create(title="p", category=category)
+    reads: dict[str, Any] = {
+        "values_list": lambda: list(Category.objects.filter(slug="one").values_list("title")),
+        "count": lambda: Category.objects.filter(title="one").count(),
+        "fetch": lambda: [c.title for c in Category.objects.filter(slug="one")],
+        "chain fetch": lambda: [c.title for c in Category.objects.filter(pk=category.pk)[:5]],
+        "join": lambda: [p.title for p in Post.objects.filter(category__title="one")],
+    }
+    for read in reads.values():
+        read()
+        read()  # the chains learn on their first read and use the memo from the second
+        no_queries(queries, read)
+    token = tenant.set("b")
+    try:
+        for read in reads.values():
+            read()
+            read()
+        Category.objects.filter(pk=category.pk).update(title="b-write")  # b's prefix
+        # (not read under FRESHCACHE_ENABLED=False: changing settings empties the memos)
+        truth = {"values_list": [("b-write",)], "count": 0, "fetch": ["b-write"],
+                 "chain fetch": ["b-write"], "join": []}  # fmt: skip
+        for name, read in reads.items():
+            assert read() == truth[name], f"{name} read tenant a's entry"
+    finally:
+        tenant.reset(token)
+
+
 # -- degrade on failure ------------------------------------------------------------------------
 
 

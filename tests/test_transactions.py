@@ -261,3 +261,30 @@ def test_classic_race_reader_stores_after_the_writer_invalidated(
     assert seen == [["old"]]  # the reader's own answer was right when it read
     monkeypatch.undo()
     assert titles(category=c1) == ["new"]  # and the value it stored is never served
+
+
+def test_a_transaction_opened_with_raw_sql(queries: Any) -> None:
+    """``BEGIN`` sent as SQL while Django is in autocommit mode: the write inside must neither
+    be served from nor stored in the cache before ``COMMIT``, and ``ROLLBACK`` keeps nothing."""
+    category = Category.objects.create(title="one", slug="one")
+
+    def read() -> str:
+        return Category.objects.get(pk=category.pk).title
+
+    for end, expected in (("ROLLBACK", "one"), ("COMMIT", "two"), ("END", "three")):
+        before = read()
+        with queries() as q:
+            assert read() == before
+        assert q.count == 0, "precondition: the read is cached"
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            Category.objects.filter(pk=category.pk).update(title=expected.replace("one", "x"))
+            assert read() == expected.replace("one", "x")  # its own write, not the cached row
+            cursor.execute("SAVEPOINT s")
+            cursor.execute("ROLLBACK TO SAVEPOINT s")  # the transaction goes on
+            assert read() == expected.replace("one", "x")
+            cursor.execute(end)
+        assert read() == expected
+        with queries() as q:
+            assert read() == expected
+        assert q.count == 0, "the cache is used again once the transaction ended"

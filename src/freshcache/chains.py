@@ -368,6 +368,8 @@ def _read(
         return general()
     memo_key = (op, db, model, steps, call)
     entry = _memo.get(memo_key)
+    if entry is not None and not entry.plan.current(db):
+        entry = None  # learnt under another tenant's prefix: learn this one's
     if entry is None or verify:
         return _learn(qs, op, db, memo_key, entry, general)
     timeout = policy[0]

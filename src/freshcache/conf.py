@@ -185,6 +185,14 @@ class QueryDescriptor:
         return self.tables[0] if self.tables else None
 
 
+def prefix_varies() -> bool:
+    """Whether ``FRESHCACHE_PREFIX`` is a callable (or a dotted path to one), whose answer may
+    change from one call to the next (a tenant): keys remembered in a process are then
+    checked against the current prefix before use."""
+    prefix = settings.PREFIX
+    return not isinstance(prefix, str) or ("." in prefix and ":" not in prefix)
+
+
 def key_prefix(db: str, tables: tuple[str, ...] = ()) -> str:
     """The key prefix for data of ``db``/``tables``: FRESHCACHE_PREFIX as a string, a callable
     or a dotted path to one."""

@@ -146,12 +146,16 @@ def raw_write_wrapper(
         sql = str(sql)
     tables = rawsql.written_tables(sql)
     if tables is rawsql.READ or not tables:
-        if sql[:3].lower() in ("set", "beg", "sta"):
+        head = sql.lstrip()[:3].lower()
+        if head in ("set", "beg", "sta"):
             tx.note_isolation(context["connection"], sql)
+        if head in ("beg", "sta", "com", "end", "rol", "abo"):
+            tx.note_raw_transaction(context["connection"], sql)
         return result
     connection = context["connection"]
     tx.mark_dirty(connection)
     if tables != rawsql.ALL:
+        tables = rawsql.model_tables(tables, connection.vendor)
         # A raw delete sets off the database-level on_delete of the tables' referencing rows.
         tables = tuple(dict.fromkeys((*tables, *dbcascade.tables_below(tables))))
     if not invalidation.active():

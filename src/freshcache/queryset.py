@@ -217,7 +217,8 @@ def _plan_and_key(
             if known is not None:
                 if isinstance(known, str):
                     raise UncacheableQuery(known)
-                return known
+                if known[0].current(alias):
+                    return known
     try:
         deps = query_dependencies(query, max_in=settings.MAX_IN, using=alias)
     except UncacheableQuery as exc:

@@ -9,8 +9,12 @@ the database. Coarse is acceptable; missing a write is not.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-__all__ = ["ALL", "READ", "written_tables"]
+from django.apps import apps
+from django.db.models.signals import class_prepared
+
+__all__ = ["ALL", "READ", "model_tables", "written_tables"]
 
 #: Sentinel: the statement may write to tables we cannot name.
 ALL = ("*",)
@@ -30,6 +34,7 @@ _HARMLESS = frozenset(
         "commit",
         "end",
         "rollback",
+        "abort",
         "savepoint",
         "release",
         "pragma",
@@ -112,3 +117,34 @@ def written_tables(sql: str) -> tuple[str, ...]:
             return ALL  # every table referencing these, by any foreign key, goes with them
         return tuple(_table(n) for n in names if n.lower() not in ("cascade", "restrict"))
     return ALL
+
+
+#: Databases whose table names match whatever their case, quoted or not.
+_CASELESS = frozenset({"sqlite", "mysql"})
+_by_lower: dict[str, tuple[str, ...]] | None = None
+
+
+def _forget(**kwargs: Any) -> None:
+    global _by_lower
+    _by_lower = None
+
+
+class_prepared.connect(_forget, dispatch_uid="freshcache.rawsql")
+
+
+def model_tables(tables: tuple[str, ...], vendor: str) -> tuple[str, ...]:
+    """``tables`` with the installed models' tables they mean: SQLite (and MySQL on
+    case-insensitive file systems) take ``UPDATE blog_Post`` for ``"blog_post"``."""
+    global _by_lower
+    if vendor not in _CASELESS:
+        return tables
+    if _by_lower is None:
+        by_lower: dict[str, tuple[str, ...]] = {}
+        for model in apps.get_models(include_auto_created=True):
+            table = model._meta.db_table
+            by_lower[table.lower()] = (*by_lower.get(table.lower(), ()), table)
+        _by_lower = by_lower
+    found = dict.fromkeys(tables)
+    for table in tables:
+        found.update(dict.fromkeys(_by_lower.get(table.lower(), ())))
+    return tuple(found)

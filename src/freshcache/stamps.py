@@ -62,7 +62,11 @@ _KINDS = {
     "FloatField": float, "DecimalField": decimal.Decimal, "DateTimeField": dt.datetime,
     "DateField": dt.date, "TimeField": dt.time, "UUIDField": uuid.UUID,
 }  # fmt: skip
-_PINNED = ("db_type", "rel_db_type", "db_parameters", "get_db_prep_value", "get_db_prep_save")
+#: Methods a subclass of a Django field may not override and keep its exact comparisons: they
+#: change the SQL type or the value written (``pre_save`` is what an INSERT really sends).
+_PINNED = (
+    "db_type", "rel_db_type", "db_parameters", "get_db_prep_value", "get_db_prep_save", "pre_save",
+)  # fmt: skip
 
 _DECIMALS = decimal.Context(prec=60)
 

@@ -39,7 +39,7 @@ import msgpack
 
 from freshcache.backends import get_backend
 from freshcache.backends.base import Backend
-from freshcache.conf import on_reset, settings
+from freshcache.conf import key_prefix, on_reset, prefix_varies, settings
 from freshcache.dependencies import Deps
 from freshcache.dynamic import DynamicValues
 from freshcache.exceptions import BackendError, PayloadError, SerializationError
@@ -101,6 +101,11 @@ class Plan:
         unique_stamps = tuple(dict.fromkeys(stamps))
         keys = (f"{prefix}g", *registries, *unique_stamps)
         return cls(keys=keys, registries=registries, schemes=tuple(schemes), tables=tables)
+
+    def current(self, db: str) -> bool:
+        """Whether this plan, remembered from an earlier read on ``db``, still has the prefix
+        ``FRESHCACHE_PREFIX`` gives now (a callable prefix may name another tenant)."""
+        return not prefix_varies() or self.keys[0] == f"{key_prefix(db, self.tables)}g"
 
 
 def _conj_sort_key(conj: Conj) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "is_dirty",
     "mark_dirty",
     "note_isolation",
+    "note_raw_transaction",
     "request",
     "run_commit_hooks_first",
 ]
@@ -37,7 +38,11 @@ Changes = Sequence[Any]  # Sequence[store.TableChange]; kept loose to avoid an i
 
 
 def in_transaction(connection: BaseDatabaseWrapper) -> bool:
-    return bool(connection.in_atomic_block) or not connection.get_autocommit()
+    return (
+        bool(connection.in_atomic_block)
+        or not connection.get_autocommit()
+        or getattr(connection, "_freshcache_raw", False)
+    )
 
 
 def mark_dirty(connection: BaseDatabaseWrapper) -> None:
@@ -74,8 +79,27 @@ def note_isolation(connection: BaseDatabaseWrapper, sql: str) -> None:
         connection._freshcache_snapshot = snapshot
 
 
+_RAW_BEGIN = re.compile(r"\s*(?:begin|start\s+transaction)\b", re.I)
+_RAW_END = re.compile(r"\s*(commit|end|rollback|abort)(?:\s+(?:work|transaction))?\s*;?\s*$", re.I)
+
+
+def note_raw_transaction(connection: BaseDatabaseWrapper, sql: str) -> None:
+    """Follow a transaction opened with SQL (``BEGIN`` ... ``COMMIT``) while Django is in
+    autocommit mode: until it ends, it is treated like ``set_autocommit(False)`` (writes make
+    the connection dirty, invalidations wait for ``COMMIT`` and ``ROLLBACK`` drops them)."""
+    if connection.in_atomic_block or not connection.get_autocommit():
+        return  # Django's own transaction (its SQLite BEGIN comes before it turns autocommit off)
+    if _RAW_BEGIN.match(sql):
+        connection._freshcache_raw = True
+        return
+    end = _RAW_END.match(sql)  # ROLLBACK TO SAVEPOINT and COMMIT PREPARED do not match
+    if end is not None and getattr(connection, "_freshcache_raw", False):
+        end_transaction(connection, committed=end.group(1).lower() in ("commit", "end"))
+
+
 def end_transaction(connection: BaseDatabaseWrapper, committed: bool) -> None:
     """Called when a transaction ends: forget dirtiness; flush or drop manual-mode work."""
+    connection._freshcache_raw = False
     connection._freshcache_dirty = False
     connection._freshcache_snapshot = False
     pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
@@ -156,7 +180,7 @@ def request(
     """Run ``run(changes)`` now, or when the current transaction commits."""
     if connection.in_atomic_block:
         connection.on_commit(_Pending(run, changes))
-    elif not connection.get_autocommit():
+    elif not connection.get_autocommit() or getattr(connection, "_freshcache_raw", False):
         pending = getattr(connection, "_freshcache_manual", None)
         if pending is None:
             pending = connection._freshcache_manual = []

@@ -97,6 +97,28 @@ class Restaurant(Place):
     serves_pizza = models.BooleanField(default=False)
 
 
+class NormalizedCharField(models.CharField):  # type: ignore[type-arg]
+    """Writes its value stripped and lowercased, without putting it back on the instance."""
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> object:
+        value = getattr(model_instance, self.attname)
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class Member(models.Model):
+    handle = NormalizedCharField(max_length=50)
+    level = models.IntegerField(default=0)
+
+
+class Note(models.Model):
+    """A table name with capitals, which SQLite matches whatever the case a statement uses."""
+
+    text = models.CharField(max_length=50)
+
+    class Meta:
+        db_table = "TestApp_Note"
+
+
 if hasattr(models, "GeneratedField"):  # Django 5.0+: columns the database computes
 
     class Person(models.Model):
