@@ -251,6 +251,41 @@ def test_edits_behind_the_methods_back_are_seen(
     assert [p.score for p in fetched] == [7]
 
 
+def test_edits_inside_the_query_are_seen(blog: dict[str, Any], queries: Any) -> None:
+    """Edits of the objects a query holds (a condition's value, an ``__in`` list, a join's
+    type, the ``select_related`` tree) keep the query's attributes, yet change its SQL. Each
+    edited queryset is read first: a chain sealed by attributes alone would then give the
+    plain chain, which looks the same to the memo, the edited one's answer."""
+
+    def pks(qs: Any) -> list[int]:
+        return [p.pk for p in qs]
+
+    truth = pks(Post.objects.nocache().filter(score=2))
+    edited = Post.objects.filter(score=2)
+    edited.query.where.children[0].rhs = 3
+    assert pks(edited) == pks(Post.objects.nocache().filter(score=3)) != truth
+    assert pks(Post.objects.filter(score=2)) == truth
+
+    edited = Post.objects.filter(score__in=[2])
+    edited.query.where.children[0].rhs.append(3)
+    assert pks(edited) == pks(Post.objects.nocache().filter(score__in=[2, 3])) != truth
+    assert pks(Post.objects.filter(score__in=[2])) == truth
+
+    outer = Post.objects.nocache().filter(author__name__isnull=True).count()
+    edited = Post.objects.filter(author__name__isnull=True)
+    edited.query.demote_joins(list(edited.query.alias_map))  # LEFT OUTER becomes INNER
+    assert edited.count() != outer
+    assert Post.objects.filter(author__name__isnull=True).count() == outer
+
+    plain = [p.pk for p in Post.objects.nocache().select_related("category")]
+    edited = Post.objects.select_related("category")
+    edited.query.add_select_related(["author"])
+    assert [p.pk for p in edited] == plain
+    again = list(Post.objects.select_related("category"))
+    assert [p.pk for p in again] == plain
+    assert "author" not in again[0]._state.fields_cache, "the edited chain's rows came back"
+
+
 def test_shapes_a_chain_cannot_describe_get_djangos_answer(
     blog: dict[str, Any], compiles: list[str]
 ) -> None:

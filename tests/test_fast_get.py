@@ -301,3 +301,23 @@ def test_a_statement_is_learned_per_connection_class_and_value_type(
     assert compiled_fills == [f"id={one.pk}"]
     keys = list(fastget._statements)
     assert [(k[0], k[1], k[3]) for k in keys] == [(Category, "id", int)]
+
+
+def _outcome(read: Any) -> Any:
+    try:
+        return read().pk
+    except Exception as exc:  # the exception's type is the outcome compared
+        return type(exc)
+
+
+@pytest.mark.parametrize("value", [1 << 63, -(1 << 63) - 1, 1 << 64, 1 << 40])
+def test_an_integer_out_of_the_columns_range_gets_djangos_answer(value: int) -> None:
+    """Django 5.0+ answers ``DoesNotExist`` without a query for an integer its column cannot
+    hold (1 << 40 for an ``IntegerField`` on PostgreSQL); the fast path must not send one."""
+    author = Author.objects.create(name="Ann")
+    assert Author.objects.get(pk=author.pk).name == "Ann"  # the statement is learned
+    truth = _outcome(lambda: Author.objects.nocache().get(pk=value))
+    assert _outcome(lambda: Author.objects.get(pk=value)) == truth
+    assert _outcome(lambda: Post.objects.get(category_id=value)) == _outcome(
+        lambda: Post.objects.nocache().get(category_id=value)
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, Max, Sum
 from django.db.models.expressions import RawSQL
 from django.test import Client, override_settings
@@ -306,3 +306,34 @@ def test_damaged_rows_payload_is_a_logged_miss(
         assert [p.title for p in Post.objects.filter(score=5)] == expected
     assert q.count == 1
     assert "rejected" in caplog.text
+
+
+class _Masked(str):
+    """A string that hides its value in ``repr`` (as types for secrets or personal data do)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+class _Colour(models.TextChoices):
+    RED = "r", "Red"
+    BLUE = "b", "Blue"
+
+
+@pytest.mark.parametrize(
+    "spell", [_Masked, lambda v: _Colour("r" if v == "a" else "b")], ids=["repr", "choices"]
+)
+def test_parameters_of_str_subclasses_are_keyed_by_their_content(queries: Any, spell: Any) -> None:
+    """The driver sends a ``str`` subclass's content; its own ``repr`` may not show it
+    (``TextChoices`` shows the member's name), so keys are built from ``str``'s ``repr``."""
+    a = Category.objects.create(title=str(spell("a")), slug="a")
+    b = Category.objects.create(title=str(spell("b")), slug="b")
+
+    def read(value: str) -> list[int]:
+        return [c.pk for c in Category.objects.filter(title=spell(value)).order_by("pk")]
+
+    assert read("a") == [a.pk]
+    with queries() as q:
+        assert read("a") == [a.pk]
+    assert q.count == 0, "precondition: the read is cached"
+    assert read("b") == [b.pk]

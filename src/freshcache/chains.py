@@ -20,9 +20,10 @@ What makes a chain a faithful name for its statement, checked rather than hoped 
   plain types, type-tagged (``1``, ``True`` and ``1.0`` never meet); a lookup path must name
   Django's own fields and end in one of Django's own comparison lookups (no transforms, whose SQL
   can depend on the current time zone, nor a registered replacement of a lookup);
-* the query a recorded step produced is sealed (its attributes by identity and its filter tree's
-  size); a query changed behind the methods' back (``qs.query.set_limits(...)``, a library that
-  edits ``qs.query``) no longer matches its seal and reads the general way;
+* the query a recorded step produced is sealed (its attributes, joins, annotations and filter
+  conditions by identity, its ``select_related`` tree and ``__in`` lists by value); a query
+  changed behind the methods' back (``qs.query.set_limits(...)``, a library that edits
+  ``qs.query`` or the objects in it) no longer matches its seal and reads the general way;
 * the memo is keyed by operation, database, model and the whole chain with its values;
 * ``select_related()`` names Django's own forward foreign keys and one-to-one fields only, and a
   fetch remembers where the compiler put each model's columns (:func:`rebuild.layout_of`), so
@@ -211,25 +212,44 @@ def _orderable(model: Any, name: object) -> bool:
 # -- recording ------------------------------------------------------------------------------------
 
 
-def _seal(query: Query) -> tuple[Any, ...]:
-    where = query.where
-    return (
-        tuple(vars(query).values()),
-        len(where.children),
-        where.connector,
-        where.negated,
-        len(query.alias_map),
-        len(query.annotations),
-    )
+def _seal(query: Query) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(objects held, compared by identity; a shape, compared by value): the query's
+    attributes, its joins and annotations, each filter condition and its two sides, the
+    ``select_related`` tree and the values of an ``__in`` list. Holding the objects keeps
+    their ids from being reused while the seal lives."""
+    held: list[Any] = [*vars(query).values(), *query.alias_map.values()]
+    held.extend(query.annotations.values())
+    related = query.select_related
+    shape: list[Any] = [_frozen(related) if type(related) is dict else related]
+    _walk_where(query.where, held, shape)
+    return tuple(held), tuple(shape)
 
 
-def _sealed(query: Query, seal: tuple[Any, ...]) -> bool:
-    now = _seal(query)
-    values, kept = now[0], seal[0]
+def _walk_where(node: Any, held: list[Any], shape: list[Any]) -> None:
+    shape.append((node.connector, node.negated, len(node.children)))
+    for child in node.children:
+        held.append(child)
+        if hasattr(child, "children"):
+            _walk_where(child, held, shape)
+            continue
+        rhs: Any = getattr(child, "rhs", None)
+        held.append(getattr(child, "lhs", None))
+        held.append(rhs)
+        if type(rhs) in (list, tuple):
+            shape.append(tuple(rhs))
+
+
+def _frozen(tree: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple((name, _frozen(sub)) for name, sub in sorted(tree.items()))
+
+
+def _sealed(query: Query, seal: tuple[tuple[Any, ...], tuple[Any, ...]]) -> bool:
+    held, shape = _seal(query)
+    kept = seal[0]
     return (
-        len(values) == len(kept)
-        and all(a is b for a, b in zip(values, kept, strict=True))
-        and now[1:] == seal[1:]
+        len(held) == len(kept)
+        and all(a is b for a, b in zip(held, kept, strict=True))
+        and shape == seal[1]
     )
 
 

@@ -229,7 +229,23 @@ def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         return NOT_HANDLED
     if type(prepped) not in _VALUE_TYPES:
         return NOT_HANDLED
+    if type(prepped) is int and not _in_range(field, prepped, connection):
+        return NOT_HANDLED  # Django answers DoesNotExist without a query (5.0+) or raises
     return _get(qs, model, shape, field, prepped, lookup, db, connection, policy)
+
+
+def _in_range(field: Any, value: int, connection: Any) -> bool:
+    """Whether ``value`` fits the integer column ``field`` compares (its target's, through a
+    relation) on ``connection``: beyond it the statement is not what Django would send."""
+    if not -(1 << 63) <= value < 1 << 63:
+        return False
+    while field.is_relation:
+        field = field.target_field
+    try:
+        low, high = connection.ops.integer_field_range(field.get_internal_type())
+    except (KeyError, AttributeError):
+        return True  # not an integer column: its own type decides
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def _policy(model: type, query: Query) -> tuple[int, bool, bool] | None:

@@ -22,7 +22,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-__all__ = ["call_key", "func_name", "key_text", "plain_params", "query_key"]
+__all__ = ["call_key", "func_name", "key_text", "params_text", "query_key"]
 
 
 def func_name(func: Callable[..., Any]) -> str:
@@ -39,13 +39,13 @@ def key_text(value: object) -> str:
     if value is None or isinstance(value, bool):
         return repr(value)
     if isinstance(value, (int, float, decimal.Decimal, uuid.UUID)):
-        return f"{type(value).__name__}:{value!r}"
+        return f"{type(value).__name__}:{_base_repr(value)}"
     if isinstance(value, str):
-        return f"s:{value!r}"
+        return f"s:{str.__repr__(value)}"
     if isinstance(value, bytes):
         return f"b:{value.hex()}"
     if isinstance(value, (dt.datetime, dt.date, dt.time, dt.timedelta)):
-        return f"{type(value).__name__}:{value!r}"
+        return f"{type(value).__name__}:{_base_repr(value)}"
     if isinstance(value, Model):
         if value.pk is None:
             raise TypeError(f"an unsaved {type(value).__name__} has no stable key")
@@ -88,19 +88,44 @@ _PLAIN = (
 )  # fmt: skip
 
 
-def plain_params(value: object) -> bool:
-    """Whether ``repr`` of the value (statement parameters) names it faithfully."""
-    if isinstance(value, _PLAIN):
-        return True
+_PLAIN_TYPES = frozenset(_PLAIN)
+
+
+def _exact(value: object) -> bool:
+    if type(value) is tuple or type(value) is list:
+        return all(map(_exact, value))
+    return type(value) in _PLAIN_TYPES
+
+
+def _base_repr(value: object) -> str | None:
+    """A value of a subclass of a plain type by that type's ``repr``: the content the driver
+    sends, which the subclass's own ``repr`` may hide (``TextChoices`` shows the member name)."""
     if isinstance(value, (list, tuple)):
-        return all(plain_params(v) for v in value)
-    return False
+        parts = [_base_repr(v) for v in value]
+        if None in parts:
+            return None
+        inner = ", ".join(parts)  # type: ignore[arg-type]
+        return f"[{inner}]" if isinstance(value, list) else f"({inner},)"
+    for base in type(value).__mro__:
+        if base in _PLAIN_TYPES:
+            return str(base.__repr__(value))  # type: ignore[call-arg]
+    return None
+
+
+def params_text(params: Any) -> str | None:
+    """A text that names statement parameters faithfully: their ``repr`` when every value is of
+    a plain type itself (the common case, and the keys this has always made), else built from
+    the plain base classes' ``repr``; None when a value is not plain at all."""
+    params = tuple(params)
+    if _exact(params):
+        return repr(params)
+    return _base_repr(params)
 
 
 def query_key(prefix: str, sql: str, params: Any, db: str | None, result_type: str) -> str | None:
-    """A key naming the exact statement; None when a parameter's repr would not be faithful."""
-    params = tuple(params)
-    if not plain_params(params):
+    """A key naming the exact statement; None when a parameter has no faithful text."""
+    text = params_text(params)
+    if text is None:
         return None
-    text = f"{result_type}\x00{db or ''}\x00{sql}\x00{params!r}"
+    text = f"{result_type}\x00{db or ''}\x00{sql}\x00{text}"
     return f"{prefix}q:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"

@@ -27,7 +27,7 @@ from freshcache import transaction as tx
 from freshcache.conf import ALL_OPS, key_prefix, normalize_ops, on_reset, profile_for, settings
 from freshcache.dependencies import query_dependencies
 from freshcache.exceptions import SerializationError, UncacheableQuery
-from freshcache.keys import plain_params, query_key
+from freshcache.keys import params_text, query_key
 from freshcache.local import local_gets
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
@@ -209,16 +209,15 @@ def _plan_and_key(
     shape = f"{result_type}:{getattr(compiler, 'col_count', None)}:{int(extra)}"
     params = tuple(params)
     memo = None
-    if plain_params(params):
-        text = repr(params)
-        if len(sql) + len(text) <= _PLAN_TEXT_MAX:
-            memo = (alias, db, shape, sql, text)
-            known = _plans.get(memo)
-            if known is not None:
-                if isinstance(known, str):
-                    raise UncacheableQuery(known)
-                if known[0].current(alias):
-                    return known
+    text = params_text(params)
+    if text is not None and len(sql) + len(text) <= _PLAN_TEXT_MAX:
+        memo = (alias, db, shape, sql, text)
+        known = _plans.get(memo)
+        if known is not None:
+            if isinstance(known, str):
+                raise UncacheableQuery(known)
+            if known[0].current(alias):
+                return known
     try:
         deps = query_dependencies(query, max_in=settings.MAX_IN, using=alias)
     except UncacheableQuery as exc:
