@@ -13,6 +13,7 @@ from django.test import override_settings
 from freshcache.backends import get_backend
 from freshcache.backends.redis import RedisBackend
 from freshcache.local import CHANNEL, LocalGets, local_gets
+from freshcache.store import store
 from tests.conftest import REDIS_URL
 from tests.local_worker import run
 from tests.testapp.models import Author
@@ -47,6 +48,31 @@ def test_get_served_from_process_memory_and_invalidated_on_write(queries: Any) -
     assert q.count == 0
     Author.objects.filter(pk=ann.pk).update(name="Anna")  # a write in this process
     assert Author.objects.get(pk=ann.pk).name == "Anna"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(FRESHCACHE=PROFILES)
+def test_a_write_after_the_registry_was_evicted_reaches_local_entries(queries: Any) -> None:
+    """A writer that finds no registry invalidates no granular stamp (the table's values in the
+    backend are invalid already), but entries in process memory were validated against the
+    registry before it went: unless its loss is published, they are served for good."""
+    wait_listening()
+    ann = Author.objects.create(name="Ann")
+    deadline = time.monotonic() + 5
+    while not local_gets._entries:
+        assert Author.objects.get(pk=ann.pk).name == "Ann"
+        assert time.monotonic() < deadline
+    backend = get_backend()
+    registry = f"fc:r:{Author._meta.db_table}"
+    if isinstance(backend, RedisBackend):
+        assert backend.client.delete(registry) == 1  # evicted
+    else:
+        backend.delete_many([registry])
+    store._schemes.clear()  # the writer is a process that never saw the registry
+    Author.objects.filter(pk=ann.pk).update(name="Anna")
+    with queries() as q:
+        assert Author.objects.get(pk=ann.pk).name == "Anna"
+    assert q.count == 1
 
 
 @pytest.mark.django_db(transaction=True)

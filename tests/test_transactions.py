@@ -177,6 +177,56 @@ def test_isolation_above_read_committed_does_not_store(c1: Category, queries: An
             del connection._freshcache_journal  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("statement", "snapshot"),
+    [
+        ("SET default_transaction_isolation = 'repeatable read'", True),
+        ("SET SESSION default_transaction_isolation TO 'serializable'", True),
+        ("SELECT set_config('default_transaction_isolation', 'repeatable read', false)", True),
+        ("SELECT set_config('default_transaction_isolation', 'repeatable read', true)", False),
+        ("SET LOCAL default_transaction_isolation = 'serializable'", False),
+        ("SET default_transaction_isolation = 'read committed'", False),
+    ],
+)
+def test_a_session_default_isolation_is_seen(statement: str, snapshot: bool) -> None:
+    """The session's default isolation, set by SQL, decides whether later transactions read a
+    snapshot; ``SET LOCAL`` and ``set_config(..., true)`` end with a transaction that was
+    already under way. SQLite has no such setting: there the parser is checked alone."""
+    try:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        else:
+            tx.note_isolation(connection, statement)
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SHOW transaction_isolation")
+                    level = cursor.fetchone()[0]
+                assert (level != "read committed") is snapshot, "precondition"
+            assert tx.can_store(connection) is not snapshot
+    finally:
+        connection._freshcache_session_snapshot = False  # type: ignore[attr-defined]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("RESET default_transaction_isolation")
+
+
+def test_a_default_isolation_in_the_connection_options_is_seen() -> None:
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    had = options.get("options")
+    try:
+        options["options"] = r"-c default_transaction_isolation=repeatable\ read"
+        assert tx._options_snapshot(connection)
+        options["options"] = "-c default_transaction_isolation=read\\ committed -c x=1"
+        assert not tx._options_snapshot(connection)
+    finally:
+        if had is None:
+            options.pop("options", None)
+        else:
+            options["options"] = had
+
+
 def _side_connection() -> Any:
     """A second, independent connection to the test database ("another process")."""
     params = connection.settings_dict

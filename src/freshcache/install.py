@@ -147,7 +147,7 @@ def raw_write_wrapper(
     tables = rawsql.written_tables(sql)
     if tables is rawsql.READ or not tables:
         head = sql.lstrip()[:3].lower()
-        if head in ("set", "beg", "sta"):
+        if head in ("set", "beg", "sta") or "set_config" in sql or "SET_CONFIG" in sql:
             tx.note_isolation(context["connection"], sql)
         if head in ("beg", "sta", "com", "end", "rol", "abo"):
             tx.note_raw_transaction(context["connection"], sql)

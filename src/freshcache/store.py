@@ -6,8 +6,8 @@ Keys under the prefix ``P``:
 * ``Pr:<table>`` — the table's registry: ``@<epoch>;<scheme>;<scheme>;...`` where a scheme is
   the comma-joined column names of a conjunction readers use. Every value that read the table
   stores the epoch, so losing the registry (eviction, flush, failover, ``invalidate_model``)
-  invalidates every value of the table, and a writer that finds no registry can skip the
-  granular stamps safely.
+  invalidates every value of the table: a writer that finds none skips the granular stamps
+  and publishes the registry's loss to ``local_get`` copies.
 * ``Ps:<table>[:<cols>:<digest>]`` — stamps: random tokens, one per conjunction of equalities.
 * values — ``[tokens, data]``, where tokens are the current values of the keys above, in the
   order the reader computed them.
@@ -103,8 +103,7 @@ class Plan:
         return cls(keys=keys, registries=registries, schemes=tuple(schemes), tables=tables)
 
     def current(self, db: str) -> bool:
-        """Whether this plan, remembered from an earlier read on ``db``, still has the prefix
-        ``FRESHCACHE_PREFIX`` gives now (a callable prefix may name another tenant)."""
+        """Whether a callable ``FRESHCACHE_PREFIX`` still gives this plan's prefix on ``db``."""
         return not prefix_varies() or self.keys[0] == f"{key_prefix(db, self.tables)}g"
 
 
@@ -156,8 +155,7 @@ class Store(Resilience, DynamicValues, DogPileLocks):
         self._retry_at = 0.0
         # Invalidations that could not be delivered: registry/global keys to delete on recovery.
         self._missed: set[str] = set()
-        # The backend generation last seen, and the coarse keys this process invalidated
-        # recently (delivered again when the generation changes).
+        # The backend generation last seen, and coarse keys invalidated lately (redelivered).
         self._generation: bytes | None = None
         self._journal: OrderedDict[str, None] = OrderedDict()
 
@@ -396,11 +394,13 @@ class Store(Resilience, DynamicValues, DogPileLocks):
             with self._lock:
                 self._missed.difference_update(missed)
         more: list[str] = []
+        gone: list[str] = []
         for registry, raw in zip(registries, current, strict=True):
             parsed = parse_registry(raw)
             if parsed is None:
-                self._schemes.pop(registry, None)
-                continue  # no registry: every granular value of the table is invalid already
+                self._schemes.pop(registry, None)  # values in Redis are invalid already
+                gone.append(registry)
+                continue
             self._schemes[registry] = parsed[1]
             new = parsed[1] - handled[registry]
             if new:
@@ -411,7 +411,12 @@ class Store(Resilience, DynamicValues, DogPileLocks):
         if more:
             try:
                 self.backend.delete_many(more)
-                publish(self.backend, more)
+            except BackendError as exc:
+                self._failed(exc, missed=registries)
+                return
+        if more or gone:
+            try:
+                publish(self.backend, [*more, *gone])
             except BackendError as exc:
                 self._failed(exc, missed=registries)
 

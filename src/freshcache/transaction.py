@@ -71,12 +71,37 @@ def note_isolation(connection: BaseDatabaseWrapper, sql: str) -> None:
     """
     match = _ISOLATION.search(sql)
     if not match:
+        default = _DEFAULT_LEVEL.search(sql)
+        if default is not None and not _LOCAL.search(sql):
+            connection._freshcache_session_snapshot = _snapshot_level(default.group(1))
         return
     snapshot = match.group(1).lower().split()[-1] not in ("committed", "uncommitted")
     if "session" in sql.lower() or "global" in sql.lower():
         connection._freshcache_session_snapshot = snapshot
     else:
         connection._freshcache_snapshot = snapshot
+
+
+#: ``SET [SESSION] default_transaction_isolation = '...'`` or ``TO '...'``, ``set_config(
+#: 'default_transaction_isolation', '...', false)``, MySQL's ``transaction_isolation`` variable.
+_DEFAULT_LEVEL = re.compile(r"transaction_isolation['\"]?\s*(?:=|\bto\b|,)\s*'([^']*)'", re.I)
+#: ``SET LOCAL`` and ``set_config(..., true)`` last until the current transaction ends, and the
+#: default they set is read only when the next one begins: no transaction sees it.
+_LOCAL = re.compile(r"\bset\s+local\b|,\s*true\s*\)", re.I)
+
+
+def _snapshot_level(level: str) -> bool:
+    words = level.lower().replace("-", " ").replace("\\", "").split()
+    return words not in (["read", "committed"], ["read", "uncommitted"], ["default"], [])
+
+
+def _options_snapshot(connection: BaseDatabaseWrapper) -> bool:
+    """PostgreSQL ``OPTIONS['options']``: ``-c default_transaction_isolation=repeatable\\ read``."""
+    options = connection.settings_dict.get("OPTIONS", {}).get("options")
+    if not isinstance(options, str) or "default_transaction_isolation" not in options:
+        return False
+    match = re.search(r"default_transaction_isolation\s*=\s*((?:\\ |[\w-])+)", options)
+    return match is not None and _snapshot_level(match.group(1))
 
 
 _RAW_BEGIN = re.compile(r"\s*(?:begin|start\s+transaction)\b", re.I)
@@ -139,6 +164,8 @@ def _isolation_allows_store(connection: BaseDatabaseWrapper) -> bool:
         return mode != "wal"
     level = getattr(connection, "isolation_level", None)
     if vendor == "postgresql":
+        if level is None and _options_snapshot(connection):
+            return False
         # psycopg's IsolationLevel enum, an int, or None (the server default, READ COMMITTED)
         return level is None or str(getattr(level, "name", level)).upper().replace(" ", "_") in {
             "READ_COMMITTED",
