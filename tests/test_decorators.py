@@ -630,3 +630,22 @@ def test_a_transaction_with_writes_sees_its_own_data(c1: Category) -> None:
         assert count() == 1
     assert titles() == ["a"]
     assert count() == 1
+
+
+def test_an_async_function_in_a_transaction_with_writes_sees_its_own_data(c1: Category) -> None:
+    """Called from a thread whose transaction has written (``async_to_sync`` inside ``atomic``),
+    an async function must run, not be served what was cached before the transaction: its ORM
+    calls run on that thread and see the transaction's rows."""
+    from asgiref.sync import async_to_sync
+    from django.db import transaction
+
+    @cached_as(timeout=60)
+    async def count() -> int:
+        return await Post.objects.filter(category=c1).acount()
+
+    assert async_to_sync(count)() == 0
+    assert async_to_sync(count)() == 0  # cached
+    with transaction.atomic():
+        Post.objects.create(title="a", category=c1)
+        assert async_to_sync(count)() == 1
+    assert async_to_sync(count)() == 1

@@ -309,12 +309,19 @@ def _decorator(
 
         if inspect.iscoroutinefunction(func):
 
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+                # On the thread the ORM calls run on: its connections tell whether a
+                # transaction there has written (the event loop's thread has none of its own).
                 key = prepare(args, kwargs)
                 if key is None:
+                    return None, _MISS, None
+                return (key, *cached.fetch(key))
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key, value, state = await sync_to_async(start, thread_sensitive=True)(args, kwargs)
+                if key is None:
                     return await func(*args, **kwargs)
-                value, state = await sync_to_async(cached.fetch, thread_sensitive=True)(key)
                 if value is not _MISS:
                     return value
                 recorded = None
