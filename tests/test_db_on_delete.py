@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from freshcache import dbcascade
+from tests.test_orm_invalidation import cached
 from tests.testapp.models import (  # type: ignore[attr-defined]
     LOST_AND_FOUND,
     Book,
@@ -27,15 +28,6 @@ from tests.testapp.models import (  # type: ignore[attr-defined]
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def cached(queries: Any, read: Callable[[], Any]) -> Any:
-    value = read()
-    with queries() as q:
-        again = read()
-    assert q.count == 0, "precondition: the read is cached"
-    assert again == value
-    return value
 
 
 def truth(read: Callable[[], Any]) -> Any:
