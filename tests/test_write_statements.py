@@ -1,8 +1,10 @@
 """What a write sends to the database, and that the old values it learns invalidate exactly.
 
 On PostgreSQL a write that names its rows by primary key returns their old values itself
-(freshcache.returning): one statement. Elsewhere the rows are read first. Each test reads through
-the cache before the write, so a wrong or missing old value would leave a stale read behind.
+(freshcache.returning): one statement. Every test here runs on PostgreSQL with psycopg 3's
+client-side binding (Django's default) and with server-side binding. Elsewhere the rows are
+read first. Each test reads through the cache before the write, so a wrong or missing
+old value would leave a stale read behind.
 """
 
 from __future__ import annotations
@@ -11,12 +13,31 @@ import threading
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import F
 
 from tests.testapp.models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+_POSTGRESQL = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+
+
+@pytest.fixture(autouse=True, params=["client", "server"] if _POSTGRESQL else ["client"])
+def binding(request: pytest.FixtureRequest) -> Any:
+    """The default connection with client-side (Django's default) or server-side binding."""
+    if request.param == "client":
+        yield request.param
+        return
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    connection.close()
+    options["server_side_binding"] = True
+    try:
+        yield request.param
+    finally:
+        connection.close()
+        options.pop("server_side_binding", None)
 
 
 def statements(queries: Any, write: Any) -> list[str]:
@@ -223,3 +244,60 @@ def test_old_and_new_rows_are_merged_only_when_identical() -> None:
     ]
     rows = [(i, f"s{i}") for i in range(3)]
     assert _distinct_rows(rows, [*rows, (3, "s3")]) == [*rows, (3, "s3")]
+
+
+def test_the_row_stays_locked_from_its_old_values_to_the_write() -> None:
+    """The old values and the write are one statement: while the write itself waits (here on
+    the unique index, for another transaction inserting the slug it sets), no other writer can
+    move the row, so the values it returns are those of the version it replaces."""
+    c = Category.objects.create(title="t", slug="a")
+    assert Category.objects.get(slug="a").pk == c.pk  # a scheme: the write reads old values
+    if connection.vendor != "postgresql":  # SQLite locks the whole database instead
+        c.slug = "c"
+        c.save()
+        assert Category.objects.filter(slug="a").count() == 0
+        return
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    holder = psycopg.connect(**params)  # a transaction that inserts slug "c" and waits
+    holder.execute("INSERT INTO testapp_category (title, slug) VALUES ('other', 'c')")
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            c.slug = "c"
+            c.save()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    try:
+        with psycopg.connect(**params, autocommit=True) as watcher:
+            for _ in range(500):  # until the save waits for the holder's transaction
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%%UPDATE \"testapp_category\"%%'"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                threading.Event().wait(0.02)
+            else:
+                raise AssertionError("the save never waited on the unique index")
+            watcher.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                watcher.execute("UPDATE testapp_category SET slug = 'd' WHERE id = %s", [c.pk])
+    finally:
+        holder.rollback()
+        holder.close()
+        saver.join(timeout=30)
+    assert errors == []
+    assert Category.objects.get(slug="c").pk == c.pk
+    assert Category.objects.filter(slug="a").count() == 0
+    assert Category.objects.filter(slug="d").count() == 0
