@@ -10,6 +10,8 @@ old value would leave a stale read behind.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +27,7 @@ _POSTGRESQL = "postgresql" in settings.DATABASES["default"]["ENGINE"]
 
 
 @pytest.fixture(autouse=True, params=["client", "server"] if _POSTGRESQL else ["client"])
-def binding(request: pytest.FixtureRequest) -> Any:
+def binding(request: pytest.FixtureRequest) -> Iterator[str]:
     """The default connection with client-side (Django's default) or server-side binding."""
     if request.param == "client":
         yield request.param
@@ -283,11 +285,12 @@ def test_the_row_stays_locked_from_its_old_values_to_the_write() -> None:
             for _ in range(500):  # until the save waits for the holder's transaction
                 waiting = watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query LIKE '%%UPDATE \"testapp_category\"%%'"
+                    " AND datname = current_database()"
+                    " AND query LIKE '%UPDATE \"testapp_category\"%'"
                 ).fetchone()
                 if waiting and waiting[0]:
                     break
-                threading.Event().wait(0.02)
+                time.sleep(0.02)
             else:
                 raise AssertionError("the save never waited on the unique index")
             watcher.execute("SET lock_timeout = '200ms'")
