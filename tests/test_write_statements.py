@@ -64,6 +64,30 @@ def test_save_sends_one_statement_on_postgresql(queries: Any) -> None:
     assert Category.objects.get(slug="uno").pk == c.pk
 
 
+@pytest.mark.parametrize("comment", [False, True], ids=["plain", "commented"])
+def test_a_save_leaves_the_other_rows_cached(queries: Any, comment: bool) -> None:
+    """The old values came back and were used: only the saved row's entries go (a write whose
+    rows did not come back invalidates the whole table), with or without an outer wrapper
+    that rewrites the text."""
+
+    def commenter(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        return execute(f"{sql} /* app:test */" if comment else sql, params, many, context)
+
+    a = Category.objects.create(title="a", slug="a")
+    b = Category.objects.create(title="b", slug="b")
+    assert Category.objects.get(slug="a").pk == a.pk
+    assert Category.objects.get(pk=b.pk).slug == "b"
+    assert Category.objects.get(slug="b").pk == b.pk
+    a.slug = "a2"
+    with connection.execute_wrapper(commenter):
+        a.save()
+    assert statements(queries, lambda: Category.objects.get(pk=b.pk)) == []
+    assert statements(queries, lambda: Category.objects.get(slug="b")) == []
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="a")
+    assert Category.objects.get(slug="a2").pk == a.pk
+
+
 def test_delete_returns_the_old_row(queries: Any) -> None:
     c = Category.objects.create(title="one", slug="one")
     assert Category.objects.get(slug="one").title == "one"
