@@ -45,6 +45,23 @@ from freshcache.rawsql import ALL, READ, written_tables
         ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", ALL),
         ("CALL do_things()", ALL),
         ("REFRESH MATERIALIZED VIEW v", ALL),
+        # Several statements in one text: the driver runs them all.
+        ("SELECT 1; UPDATE t SET a = 1", ALL),
+        ("SET LOCAL statement_timeout = 0; DELETE FROM t", ALL),
+        ("UPDATE a SET x = 1; UPDATE b SET y = 2", ALL),
+        ("CREATE TEMP TABLE x AS SELECT 1; INSERT INTO t VALUES (1)", ALL),
+        ("WITH x AS (SELECT ';select') UPDATE t SET a = 1", ALL),  # a ; inside a literal
+        ("SELECT 1; SELECT 2;", READ),
+        ("SELECT 1;  ", READ),
+        ("SELECT 'a;b' FROM t", READ),
+        # PostgreSQL's block comments nest: the first */ does not end this one.
+        ("/* a /* b */ select */ UPDATE t SET a = 1", ALL),
+        ("/* a /* b */ */ UPDATE t SET a = 1", ALL),
+        ("/* a */ /* b */ SELECT 1", READ),
+        # Two-phase commit: the prepared transaction's writes are not in this text.
+        ("COMMIT PREPARED 'x'", ALL),
+        ("ROLLBACK PREPARED 'x'", ALL),
+        ("PREPARE TRANSACTION 'x'", READ),
     ],
 )
 def test_written_tables(sql: str, tables: tuple[str, ...]) -> None:

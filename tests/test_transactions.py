@@ -338,3 +338,83 @@ def test_a_transaction_opened_with_raw_sql(queries: Any) -> None:
         with queries() as q:
             assert read() == expected
         assert q.count == 0, "the cache is used again once the transaction ended"
+
+
+def _cached_title(queries: Any, pk: int) -> str:
+    """The title through the cache, checked to be served from it."""
+    title = Category.objects.get(pk=pk).title
+    with queries() as q:
+        assert Category.objects.get(pk=pk).title == title
+    assert q.count == 0, "precondition: the read is cached"
+    return title
+
+
+def test_a_raw_commit_inside_djangos_own_transaction(queries: Any) -> None:
+    """``COMMIT`` sent as SQL in manual mode or inside ``atomic()`` makes the writes so far
+    visible to everyone: their invalidations run then, not at a later end of Django's
+    transaction that rolls back (which used to drop them and leave the old row cached)."""
+    category = Category.objects.create(title="one", slug="one")
+    _cached_title(queries, category.pk)
+    transaction.set_autocommit(False)
+    try:
+        Category.objects.filter(pk=category.pk).update(title="two")
+        with connection.cursor() as cursor:
+            cursor.execute("COMMIT")
+        connection.rollback()  # nothing left to roll back
+    finally:
+        transaction.set_autocommit(True)
+    assert Category.objects.get(pk=category.pk).title == "two"
+
+    _cached_title(queries, category.pk)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        category.title = "three"
+        category.save()
+        with connection.cursor() as cursor:
+            cursor.execute("/* app */ COMMIT")
+        raise RuntimeError("the atomic block rolls back, after the raw COMMIT")
+    assert Category.objects.get(pk=category.pk).title == "three"
+
+
+def test_several_statements_in_one_text(queries: Any) -> None:
+    """PostgreSQL runs every statement of the text: a write after a read, a transaction that
+    opens and ends in it, or one it leaves open, are all followed. (SQLite's driver refuses
+    such a text, and nothing runs.)"""
+    category = Category.objects.create(title="one", slug="one")
+    table, pk = Category._meta.db_table, category.pk
+
+    def run(sql: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+
+    _cached_title(queries, pk)
+    if connection.vendor != "postgresql":
+        with pytest.raises(Exception, match="one statement at a time"):
+            run(f"SELECT 1; UPDATE {table} SET title = 'two' WHERE id = {pk}")
+        assert Category.objects.nocache().get(pk=pk).title == "one"
+        return
+    run(f"SELECT 1; UPDATE {table} SET title = 'two' WHERE id = {pk}")
+    assert Category.objects.get(pk=pk).title == "two"
+
+    _cached_title(queries, pk)
+    run(f"BEGIN; UPDATE {table} SET title = 'three' WHERE id = {pk}; COMMIT")
+    assert Category.objects.get(pk=pk).title == "three"
+    # The connection is in autocommit again: an ORM write is invalidated at once.
+    _cached_title(queries, pk)
+    Category.objects.filter(pk=pk).update(title="four")
+    assert Category.objects.get(pk=pk).title == "four"
+
+    _cached_title(queries, pk)
+    run(f"BEGIN; UPDATE {table} SET title = 'five' WHERE id = {pk}")
+    assert Category.objects.get(pk=pk).title == "five"  # its own write, not the cached row
+    run("SELECT 1; COMMIT")
+    assert _cached_title(queries, pk) == "five"
+
+    # Block comments nest on PostgreSQL: the first */ does not end this one.
+    run(f"/* a /* b */ select */ UPDATE {table} SET title = 'six' WHERE id = {pk}")
+    assert Category.objects.get(pk=pk).title == "six"
+
+    # A failing statement after a COMMIT: the statements before it ran and stay.
+    _cached_title(queries, pk)
+    with pytest.raises(Exception, match="division by zero"):
+        run(f"BEGIN; UPDATE {table} SET title = 'seven' WHERE id = {pk}; COMMIT; SELECT 1/0")
+    assert Category.objects.get(pk=pk).title == "seven"

@@ -16,6 +16,7 @@ Django's methods are wrapped (``functools.wraps``, undone through ``__wrapped__`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -136,23 +137,60 @@ def raw_write_wrapper(
     """Execute wrapper: writes that bypass the ORM invalidate the tables they name."""
     if capture.active() and not capture.orm_read.get() and not _orm_write.get():
         capture.poison("SQL run outside the ORM's read path")
-    result = execute(sql, params, many, context)
     if _orm_write.get():
+        result = execute(sql, params, many, context)
         # An ORM insert, update or delete: its compiler hook invalidates, and its text need
         # not be parsed to know that it writes.
         tx.mark_dirty(context["connection"])
         return result
-    if not isinstance(sql, str):
-        sql = str(sql)
+    text = sql if isinstance(sql, str) else str(sql)
+    try:
+        result = execute(sql, params, many, context)
+    except BaseException:
+        if rawsql.several(text):
+            # The statements before the one that failed ran, and a COMMIT among them made
+            # their writes stay: invalidate as if the text had run (never less than it wrote).
+            with contextlib.suppress(Exception):
+                _after_raw(context["connection"], text)
+        raise
+    _after_raw(context["connection"], text)
+    return result
+
+
+_TX_HEADS = ("beg", "sta", "com", "end", "rol", "abo", "pre")
+
+
+def _after_raw(connection: BaseDatabaseWrapper, sql: str) -> None:
+    """Follow what a raw statement did to the transaction, and invalidate what it wrote."""
+    head = sql.lstrip()[:3].lower()
+    if head[:2] in ("/*", "--") or head[:1] == "(":
+        head = rawsql.first_word(sql)[:3]
+    several = rawsql.several(sql)
+    if (
+        head in ("set", "beg", "sta")
+        or "set_config" in sql
+        or "SET_CONFIG" in sql
+        or (several and "isolation" in sql.lower())
+    ):
+        tx.note_isolation(connection, sql)
+    # Only these can open or end a transaction; the driver then says what they did.
+    inside = tx.driver_in_transaction(connection) if head in _TX_HEADS or several else None
+    if inside is None:
+        if head in _TX_HEADS:
+            tx.note_raw_transaction(connection, sql)
+    else:
+        tx.follow_driver(connection, inside)
     tables = rawsql.written_tables(sql)
-    if tables is rawsql.READ or not tables:
-        head = sql.lstrip()[:3].lower()
-        if head in ("set", "beg", "sta") or "set_config" in sql or "SET_CONFIG" in sql:
-            tx.note_isolation(context["connection"], sql)
-        if head in ("beg", "sta", "com", "end", "rol", "abo"):
-            tx.note_raw_transaction(context["connection"], sql)
-        return result
-    connection = context["connection"]
+    if tables is not rawsql.READ and tables:
+        _invalidate_raw(connection, tables)
+    if inside is False:
+        # A lone ROLLBACK drops what it rolled back; otherwise (a COMMIT, or several
+        # statements) the writes so far are delivered.
+        rolled_back = not several and tx.is_raw_rollback(sql)
+        tx.ended_by_driver(connection, committed=not rolled_back)
+
+
+def _invalidate_raw(connection: BaseDatabaseWrapper, tables: tuple[str, ...]) -> None:
     tx.mark_dirty(connection)
     if tables != rawsql.ALL:
         tables = rawsql.model_tables(tables, connection.vendor)
@@ -160,12 +198,11 @@ def raw_write_wrapper(
         tables = tuple(dict.fromkeys((*tables, *dbcascade.tables_below(tables))))
     if not invalidation.active():
         invalidation.skipped(connection.alias, tables)
-        return result
+        return
     if tables == rawsql.ALL:
         invalidation.request_all(connection.alias)
     else:
         invalidation.invalidate_tables(tables, connection.alias)
-    return result
 
 
 def _add_wrapper(connection: BaseDatabaseWrapper) -> None:

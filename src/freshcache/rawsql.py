@@ -14,7 +14,7 @@ from typing import Any
 from django.apps import apps
 from django.db.models.signals import class_prepared
 
-__all__ = ["ALL", "READ", "model_tables", "written_tables"]
+__all__ = ["ALL", "READ", "first_word", "model_tables", "several", "written_tables"]
 
 #: Sentinel: the statement may write to tables we cannot name.
 ALL = ("*",)
@@ -79,6 +79,15 @@ _LISTS = {
     "drop": re.compile(rf"drop\s+table\s+(?:if\s+exists\s+)?((?:{_NAME}\s*,?\s*)+)", re.I),
 }
 _MULTI_WRITE = re.compile(r"\b(insert|update|delete|merge|truncate)\b", re.I)
+#: Literals, dollar-quoted bodies and comments, leftmost first.
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$|--[^\n]*|/\*.*?\*/", re.S)
+_PREPARED = re.compile(r"\w+\s+prepared\b", re.I)
+#: Words that start (or run) a write; searched for in texts of several statements.
+_ANY_WRITE = re.compile(
+    r"\b(insert|update|delete|merge|truncate|drop|alter|copy|replace|upsert|call|do|exec"
+    r"|execute|refresh|import|load)\b",
+    re.I,
+)
 
 
 def _table(name: str) -> str:
@@ -89,16 +98,59 @@ def _table(name: str) -> str:
     return last.lower()
 
 
-def written_tables(sql: str) -> tuple[str, ...]:
-    """``READ``, ``ALL``, or the tables the statement writes."""
+def several(sql: str) -> bool:
+    """Whether the text may hold more than one statement: a ``;`` before its end, outside
+    quotes and comments. With a backslash in the text (an escape in some literals, not in
+    others) every ``;`` counts."""
+    if ";" not in sql:
+        return False
+    return ";" in _unquoted(sql).rstrip().rstrip(";")
+
+
+def _unquoted(sql: str) -> str:
+    """The text with its literals and comments blanked (unless a backslash may escape a quote:
+    then as it is, so that no ``;`` is ever taken for quoted)."""
+    return sql if "\\" in sql else _QUOTED.sub(" ", sql)
+
+
+def first_word(sql: str) -> str:
+    """The statement's first keyword, lowercased, after leading comments and parentheses."""
     start = _LEADING.match(sql)
-    rest = sql[start.end() if start else 0 :]
+    word = _WORD.match(sql, start.end() if start else 0)
+    return word.group(0).lower() if word else ""
+
+
+def written_tables(sql: str) -> tuple[str, ...]:
+    """``READ``, ``ALL``, or the tables the statement writes.
+
+    A text of several statements (the driver runs them all) is cut at every ``;`` outside
+    literals and comments. A write's keyword anywhere in the text (quoted or not), or a piece
+    that is not a read, gives ``ALL``: which tables each statement writes is not worth a
+    parser, and a keyword search cannot be fooled by a literal that was misread.
+    """
+    if several(sql):
+        if _ANY_WRITE.search(sql) or any(_one(piece) for piece in _unquoted(sql).split(";")):
+            return ALL
+        return READ
+    return _one(sql)
+
+
+def _one(sql: str) -> tuple[str, ...]:
+    start = _LEADING.match(sql)
+    lead = start.group(0) if start else ""
+    if "/*" in lead and lead.count("/*") != lead.count("*/"):
+        # PostgreSQL's block comments nest: the first ``*/`` may not end the comment, and
+        # the word after it may not be the statement's.
+        return ALL if sql.strip() else READ
+    rest = sql[len(lead) :]
     word_match = _WORD.match(rest)
     if not word_match:
         return ALL if rest.strip() else READ
     word = word_match.group(0).lower()
     if word in ("with", "explain") or (word == "select" and " into " in rest.lower()):
         return ALL if _MULTI_WRITE.search(rest) or word == "select" else READ
+    if word in ("commit", "rollback") and _PREPARED.match(rest):
+        return ALL  # a two-phase transaction's writes, made earlier, maybe elsewhere
     if word in _HARMLESS:
         return READ
     if word in ("drop", "alter") and not re.match(r"\w+\s+table\b", rest, re.I):

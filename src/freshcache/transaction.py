@@ -24,9 +24,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 __all__ = [
     "can_store",
+    "driver_in_transaction",
     "end_transaction",
+    "ended_by_driver",
+    "follow_driver",
     "in_transaction",
     "is_dirty",
+    "is_raw_rollback",
     "mark_dirty",
     "note_isolation",
     "note_raw_transaction",
@@ -120,6 +124,64 @@ def note_raw_transaction(connection: BaseDatabaseWrapper, sql: str) -> None:
     end = _RAW_END.match(sql)  # ROLLBACK TO SAVEPOINT and COMMIT PREPARED do not match
     if end is not None and getattr(connection, "_freshcache_raw", False):
         end_transaction(connection, committed=end.group(1).lower() in ("commit", "end"))
+
+
+def driver_in_transaction(connection: BaseDatabaseWrapper) -> bool | None:
+    """Whether the database connection is inside a transaction, as the driver knows it from
+    the server's last reply (no round trip); None where the driver does not say.
+
+    Raw SQL can open or end a transaction any way it likes (several statements in one text,
+    comments before ``COMMIT``, ``COMMIT`` inside Django's own transaction): the driver's state
+    is what happened, whatever the text looked like.
+    """
+    raw = connection.connection
+    if raw is None:
+        return None
+    if connection.vendor == "postgresql":
+        pgconn = getattr(raw, "pgconn", None)  # psycopg 3
+        status = pgconn.transaction_status if pgconn is not None else None
+        if status is None and hasattr(raw, "get_transaction_status"):  # psycopg2
+            status = raw.get_transaction_status()
+        # libpq: 0 idle, 1 active, 2 in a transaction, 3 in a failed one, 4 unknown
+        return None if status is None or status in (1, 4) else status != 0
+    if connection.vendor == "sqlite":
+        state = getattr(raw, "in_transaction", None)
+        return None if state is None else bool(state)
+    return None
+
+
+def follow_driver(connection: BaseDatabaseWrapper, inside: bool) -> None:
+    """Before a raw statement's invalidation is requested: a transaction the statement left
+    open behind Django's autocommit is followed like ``BEGIN`` (its writes wait for its end)."""
+    if inside and not connection.in_atomic_block and connection.get_autocommit():
+        connection._freshcache_raw = True
+
+
+def ended_by_driver(connection: BaseDatabaseWrapper, committed: bool = True) -> None:
+    """After a raw statement the driver reports outside any transaction: whatever the
+    connection's writes were waiting for has happened (a ``COMMIT``; a ``ROLLBACK`` too, when
+    ``committed`` is true, is only some misses more). Inside Django's own transaction, a raw
+    ``COMMIT`` has made its writes so far visible to everyone: their invalidations run now,
+    not at a later end that might be a rollback."""
+    if connection.in_atomic_block or not connection.get_autocommit():
+        error = run_commit_hooks_first(connection)
+        pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
+        connection._freshcache_manual = []
+        for func in pending:
+            try:
+                func()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+    elif getattr(connection, "_freshcache_raw", False):
+        end_transaction(connection, committed=committed)
+
+
+def is_raw_rollback(sql: str) -> bool:
+    """Whether the statement is a lone ``ROLLBACK`` (or ``ABORT``) of the whole transaction."""
+    end = _RAW_END.match(sql)
+    return end is not None and end.group(1).lower() in ("rollback", "abort")
 
 
 def end_transaction(connection: BaseDatabaseWrapper, committed: bool) -> None:
