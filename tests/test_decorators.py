@@ -59,6 +59,66 @@ def test_queryset_sample(c1: Category, c2: Category) -> None:
     assert calls.n == 2
 
 
+def test_a_sampled_function_that_writes_stores_nothing_before_the_commit(c1: Category) -> None:
+    """It may read its own uncommitted write: stored, that would outlive a rollback."""
+    from django.db import transaction
+
+    @cached_as(Post)
+    def first_title() -> str:
+        post, _ = Post.objects.get_or_create(title="draft", category=c1)
+        return post.title
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert first_title() == "draft"
+        raise RuntimeError("roll back")
+    assert not Post.objects.nocache().exists()
+    calls = Calls()
+
+    @cached_as(Post)
+    def count() -> int:
+        calls()
+        return Post.objects.count()
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Post.objects.create(title="x", category=c1)
+        assert count() == 1  # dirty before the call: not even looked up
+        raise RuntimeError("roll back")
+    assert first_title() == "draft"  # runs again: nothing was kept from the rolled-back one
+    assert Post.objects.nocache().count() == 1
+
+
+def test_a_sampled_function_in_a_snapshot_stores_nothing(c1: Category) -> None:
+    """Inside REPEATABLE READ the function reads a snapshot that may predate the samples'
+    stamps, read just before it ran: a write committed meanwhile must not be hidden."""
+    from django.db import connections, transaction
+
+    if connection.vendor != "postgresql":
+        return  # SQLite has no such level; its snapshot rule is in test_transactions
+    calls = Calls()
+
+    @cached_as(Category)
+    def titles() -> list[str]:
+        calls()
+        return sorted(c.title for c in Category.objects.all())
+
+    def write() -> None:  # another thread, its own connection, in autocommit
+        try:
+            Category.objects.filter(pk=c1.pk).update(title="uno")
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT 1")  # the snapshot is taken here
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(10)
+        assert titles() == ["one"]  # the snapshot's answer, with stamps read after the write
+    assert titles() == ["uno"]
+    assert calls.n == 2
+
+
 def test_model_and_instance_samples_mixed(c1: Category, c2: Category) -> None:
     calls = Calls()
     ann = Author.objects.create(name="Ann")

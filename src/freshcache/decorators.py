@@ -243,6 +243,17 @@ def any_dirty() -> bool:
     return any(tx.is_dirty(c) for c in connections.all(initialized_only=True))
 
 
+def storable() -> bool:
+    """Whether a result computed just now may be stored with the samples' stamps (read before
+    it ran): not if the function wrote without committing (it may have read its own write, and
+    a rollback would leave that cached), nor inside a snapshot older than those stamps."""
+    return all(
+        tx.can_store(c) and not tx.is_dirty(c)
+        for c in connections.all(initialized_only=True)
+        if c.connection is not None  # an unopened connection read nothing
+    )
+
+
 def _global_read() -> None:
     """Every captured value depends on the global epoch (``invalidate_all``), read first."""
     plan = Plan.build({}, key_prefix("default"))
@@ -300,6 +311,8 @@ def _decorator(
         def compute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
             if samples:
                 result = func(*args, **kwargs)
+                if not storable():
+                    return result, None, None
                 return result, finish(result, args), None
             with capture.capturing() as recorded:
                 _global_read()

@@ -341,7 +341,8 @@ def _get(
                 store.unlock(key, token)
     if rows is None:
         rows = _fill(read, probe)
-    if local:
+    if local and (hit or tx.can_store(connection)):
+        # Never rows the cache could not hold: a snapshot's, or the connection's own writes.
         local_gets.put(key, rows, plan.keys, seq)
     cache_read.send(sender=model, func=None, hit=hit)
     return _result(model, qs, db, connection, rows)
