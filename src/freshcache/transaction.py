@@ -167,11 +167,8 @@ def ended_by_driver(connection: BaseDatabaseWrapper, committed: bool = True) -> 
         error = run_commit_hooks_first(connection)
         pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
         connection._freshcache_manual = []
-        for func in pending:
-            try:
-                func()
-            except Exception as exc:
-                error = error or exc
+        late = _run_all(pending)  # runs even when the hooks failed
+        error = error or late
         if error is not None:
             raise error
     elif getattr(connection, "_freshcache_raw", False):
@@ -192,14 +189,21 @@ def end_transaction(connection: BaseDatabaseWrapper, committed: bool) -> None:
     pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
     connection._freshcache_manual = []
     if committed:
-        error: Exception | None = None
-        for func in pending:
-            try:
-                func()
-            except Exception as exc:  # deliver the rest; each failure is remembered by the store
-                error = error or exc
+        error = _run_all(pending)
         if error is not None:
             raise error
+
+
+def _run_all(pending: list[Callable[[], None]]) -> Exception | None:
+    """Run every pending invalidation; the first error, if any, once all have run (each
+    failure is remembered by the store)."""
+    error: Exception | None = None
+    for func in pending:
+        try:
+            func()
+        except Exception as exc:
+            error = error or exc
+    return error
 
 
 def _isolation_allows_store(connection: BaseDatabaseWrapper) -> bool:
