@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
-from django.db import connections, models
+from django.db import connection, connections, models, transaction
 from django.test.utils import CaptureQueriesContext
 
 from freshcache.backends import get_backend, reset_backend
@@ -175,3 +177,24 @@ def blog() -> dict[str, Any]:
     for post in posts[:4]:
         Comment.objects.create(post=post, text=f"c{post.score}")
     return {"news": news, "misc": misc, "ann": ann, "posts": posts}
+
+
+@contextlib.contextmanager
+def snapshot_after(write: Callable[[], Any]) -> Iterator[None]:
+    """Inside a REPEATABLE READ transaction (PostgreSQL) whose snapshot was taken before
+    ``write`` committed on another thread's connection, in autocommit."""
+
+    def run() -> None:
+        try:
+            write()
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT 1")  # the snapshot is taken here
+        writer = threading.Thread(target=run)
+        writer.start()
+        writer.join(10)
+        yield

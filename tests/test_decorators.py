@@ -13,7 +13,7 @@ from django.views import View
 
 from freshcache import cached_as, cached_view_as, invalidate_all
 from freshcache.signals import cache_read
-from tests.conftest import run_async
+from tests.conftest import run_async, snapshot_after
 from tests.testapp.models import Author, Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,8 +90,6 @@ def test_a_sampled_function_that_writes_stores_nothing_before_the_commit(c1: Cat
 def test_a_sampled_function_in_a_snapshot_stores_nothing(c1: Category) -> None:
     """Inside REPEATABLE READ the function reads a snapshot that may predate the samples'
     stamps, read just before it ran: a write committed meanwhile must not be hidden."""
-    from django.db import connections, transaction
-
     if connection.vendor != "postgresql":
         return  # SQLite has no such level; its snapshot rule is in test_transactions
     calls = Calls()
@@ -101,19 +99,7 @@ def test_a_sampled_function_in_a_snapshot_stores_nothing(c1: Category) -> None:
         calls()
         return sorted(c.title for c in Category.objects.all())
 
-    def write() -> None:  # another thread, its own connection, in autocommit
-        try:
-            Category.objects.filter(pk=c1.pk).update(title="uno")
-        finally:
-            connections.close_all()
-
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute("SELECT 1")  # the snapshot is taken here
-        writer = threading.Thread(target=write)
-        writer.start()
-        writer.join(10)
+    with snapshot_after(lambda: Category.objects.filter(pk=c1.pk).update(title="uno")):
         assert titles() == ["one"]  # the snapshot's answer, with stamps read after the write
     assert titles() == ["uno"]
     assert calls.n == 2

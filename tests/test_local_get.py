@@ -14,7 +14,7 @@ from freshcache.backends import get_backend
 from freshcache.backends.redis import RedisBackend
 from freshcache.local import CHANNEL, LocalGets, local_gets
 from freshcache.store import store
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, snapshot_after
 from tests.local_worker import run
 from tests.testapp.models import Author
 
@@ -134,27 +134,13 @@ def test_other_processes_drop_their_entries_through_the_channel() -> None:
 def test_rows_read_inside_a_snapshot_are_not_kept_in_memory() -> None:
     """A REPEATABLE READ transaction reads rows older than a write committed meanwhile; the
     cache stores nothing then, and neither may process memory, or the old row outlives it."""
-    import threading
-
-    from django.db import connection, connections, transaction
+    from django.db import connection
 
     if connection.vendor != "postgresql":
         return  # SQLite has no such level; its snapshot rule is in test_transactions
     wait_listening()
     ann = Author.objects.create(name="Ann")
 
-    def write() -> None:  # another thread, its own connection, in autocommit
-        try:
-            Author.objects.filter(pk=ann.pk).update(name="Anna")
-        finally:
-            connections.close_all()
-
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute("SELECT 1")  # the snapshot is taken here
-        writer = threading.Thread(target=write)
-        writer.start()
-        writer.join(10)
+    with snapshot_after(lambda: Author.objects.filter(pk=ann.pk).update(name="Anna")):
         assert Author.objects.get(pk=ann.pk).name == "Ann"  # the snapshot's answer
     assert Author.objects.get(pk=ann.pk).name == "Anna"
