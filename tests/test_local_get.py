@@ -28,15 +28,21 @@ def wait_listening() -> None:
         time.sleep(0.01)
 
 
+def kept_in_memory(author: Author) -> None:
+    """Read ``author`` until this process keeps it (the first reads may race the invalidation
+    of the write that made it)."""
+    deadline = time.monotonic() + 5
+    while not local_gets._entries:
+        assert Author.objects.get(pk=author.pk).name == author.name
+        assert time.monotonic() < deadline
+
+
 @pytest.mark.django_db(transaction=True)
 @override_settings(FRESHCACHE=PROFILES)
 def test_get_served_from_process_memory_and_invalidated_on_write(queries: Any) -> None:
     wait_listening()
     ann = Author.objects.create(name="Ann")
-    deadline = time.monotonic() + 5
-    while not local_gets._entries:  # the first reads may race our own write's invalidation
-        assert Author.objects.get(pk=ann.pk).name == "Ann"
-        assert time.monotonic() < deadline
+    kept_in_memory(ann)
     backend = get_backend()
     # Wipe the shared cache behind our back: a memory hit needs neither it nor the database.
     if isinstance(backend, RedisBackend):
@@ -58,10 +64,7 @@ def test_a_write_after_the_registry_was_evicted_reaches_local_entries(queries: A
     registry before it went: unless its loss is published, they are served for good."""
     wait_listening()
     ann = Author.objects.create(name="Ann")
-    deadline = time.monotonic() + 5
-    while not local_gets._entries:
-        assert Author.objects.get(pk=ann.pk).name == "Ann"
-        assert time.monotonic() < deadline
+    kept_in_memory(ann)
     backend = get_backend()
     registry = f"fc:r:{Author._meta.db_table}"
     if isinstance(backend, RedisBackend):
@@ -69,6 +72,31 @@ def test_a_write_after_the_registry_was_evicted_reaches_local_entries(queries: A
     else:
         backend.delete_many([registry])
     store._schemes.clear()  # the writer is a process that never saw the registry
+    Author.objects.filter(pk=ann.pk).update(name="Anna")
+    with queries() as q:
+        assert Author.objects.get(pk=ann.pk).name == "Anna"
+    assert q.count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(FRESHCACHE=PROFILES)
+@pytest.mark.parametrize("loss", ["evicted", "flushed"])
+def test_a_registry_made_anew_by_a_reader_drops_local_entries(loss: str, queries: Any) -> None:
+    """After the registry is lost, a read under another scheme makes a new one listing only
+    that scheme; writers then delete none of the stamps the entries in memory were validated
+    against, so the entries must go when the new registry is made, in every process."""
+    wait_listening()
+    ann = Author.objects.create(name="Ann")
+    kept_in_memory(ann)
+    backend = get_backend()
+    if loss == "evicted":
+        backend.delete_many([f"fc:r:{Author._meta.db_table}"])
+    elif isinstance(backend, RedisBackend):
+        backend.client.flushdb()
+    else:
+        backend.clear()  # type: ignore[attr-defined]
+    store._schemes.clear()  # the writer below knows only the registry made anew
+    assert list(Author.objects.filter(name="Bob")) == []  # registers the "name" scheme only
     Author.objects.filter(pk=ann.pk).update(name="Anna")
     with queries() as q:
         assert Author.objects.get(pk=ann.pk).name == "Anna"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from freshcache.rawsql import ALL, READ, written_tables
+from freshcache.rawsql import ALL, READ, commits, written_tables
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,26 @@ from freshcache.rawsql import ALL, READ, written_tables
 )
 def test_written_tables(sql: str, tables: tuple[str, ...]) -> None:
     assert written_tables(sql) == tables
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("COMMIT AND CHAIN", True),
+        ("end and chain", True),
+        ("/* app */ COMMIT", True),
+        ("UPDATE a SET b = 1; COMMIT; BEGIN", True),
+        ("SELECT 1; -- x\n commit work and chain", True),
+        ("SELECT 'x; commit'", False),
+        ("SELECT 1; SELECT '; COMMIT'", False),
+        ("SELECT $$; COMMIT $$", False),
+        ("COMMIT PREPARED 'x'", False),
+        ("ROLLBACK AND CHAIN", False),
+        ("SELECT committed FROM a", False),
+        ("UPDATE legend SET b = 1", False),
+        # Trigger and BEGIN ATOMIC bodies close with END; their writes are not committed.
+        ("CREATE TRIGGER t AFTER UPDATE ON a BEGIN UPDATE b SET c = 1; END", False),
+    ],
+)
+def test_commits(sql: str, expected: bool) -> None:
+    assert commits(sql) is expected

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from django.db import connection, connections, transaction
@@ -11,6 +13,8 @@ from django.test import Client
 from freshcache import transaction as tx
 from freshcache.signals import cache_invalidated
 from tests.testapp.models import Category, Post
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -278,7 +282,6 @@ def test_classic_race_reader_stores_after_the_writer_invalidated(
 ) -> None:
     """Reader queries (old rows), writer commits and invalidates, reader stores: the stored
     value must never be served. Driven step by step with a hook, not by timing."""
-    import threading
 
     from freshcache.store import store
 
@@ -373,6 +376,104 @@ def test_a_raw_commit_inside_djangos_own_transaction(queries: Any) -> None:
             cursor.execute("/* app */ COMMIT")
         raise RuntimeError("the atomic block rolls back, after the raw COMMIT")
     assert Category.objects.get(pk=category.pk).title == "three"
+
+
+def _run(sql: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+def _chain_then_roll_back(queries: Any, pk: int) -> None:
+    """A write, ``COMMIT AND CHAIN``, a write in the chained transaction, ``ROLLBACK``: the
+    first write stays and is read fresh; the second is neither served nor kept."""
+    _cached_title(queries, pk)
+    _run("BEGIN")
+    Category.objects.filter(pk=pk).update(title="two")
+    _run("COMMIT AND CHAIN")
+    Category.objects.filter(pk=pk).update(title="rolled back")
+    assert Category.objects.get(pk=pk).title == "rolled back"
+    _run("ROLLBACK")
+    assert Category.objects.get(pk=pk).title == "two"
+
+
+def _commit_inside_atomic(queries: Any, pk: int, commit: str) -> None:
+    """A write, then ``commit`` sent as SQL inside ``atomic()``, then the block rolls back: the
+    write was committed and is read fresh."""
+    _cached_title(queries, pk)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Category.objects.filter(pk=pk).update(title="three")
+        _run(commit)
+        raise RuntimeError("the atomic block rolls back, after the raw COMMIT")
+    assert Category.objects.get(pk=pk).title == "three"
+
+
+def test_a_commit_that_leaves_a_transaction_open(queries: Any) -> None:
+    """``COMMIT AND CHAIN``, or ``COMMIT; BEGIN`` in one text, commits and opens the next
+    transaction at once: the writes before it are delivered then, not dropped by a later
+    ``ROLLBACK``; those after it wait for the next end."""
+    if connection.vendor != "postgresql":
+        return  # SQLite has neither AND CHAIN nor several statements in one text
+    category = Category.objects.create(title="one", slug="one")
+    table, pk = Category._meta.db_table, category.pk
+
+    _chain_then_roll_back(queries, pk)
+
+    _commit_inside_atomic(queries, pk, "COMMIT AND CHAIN")
+
+    _cached_title(queries, pk)
+    _run(f"BEGIN; UPDATE {table} SET title = 'four' WHERE id = {pk}; COMMIT; BEGIN")
+    _run("ROLLBACK")
+    assert Category.objects.get(pk=pk).title == "four"
+
+    _cached_title(queries, pk)
+    _run(f"BEGIN; UPDATE {table} SET title = 'five' WHERE id = {pk}; COMMIT AND CHAIN")
+    _run(f"UPDATE {table} SET title = 'six' WHERE id = {pk}")
+    assert Category.objects.get(pk=pk).title == "six"  # its own write, not the cached row
+    _run("ROLLBACK")
+    assert Category.objects.get(pk=pk).title == "five"
+    _run(f"BEGIN; COMMIT; BEGIN; UPDATE {table} SET title = 'seven' WHERE id = {pk}")
+    # Another connection caches the committed row.
+    assert _elsewhere(lambda: Category.objects.get(pk=pk).title) == "five"
+    _run("COMMIT")
+    assert Category.objects.get(pk=pk).title == "seven"
+
+
+def _elsewhere(func: Callable[[], T]) -> T:
+    """``func``'s result, run on another connection (another thread)."""
+    seen: list[T] = []
+
+    def run() -> None:
+        try:
+            seen.append(func())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    return seen[0]
+
+
+def test_a_chained_commit_on_a_driver_that_does_not_say(monkeypatch: Any, queries: Any) -> None:
+    """Where the driver does not report its transaction state (MySQL, Oracle), the statement's
+    text is followed: ``COMMIT AND CHAIN`` in a raw transaction, ``COMMIT`` in Django's."""
+    monkeypatch.setattr(tx, "driver_in_transaction", lambda connection: None)
+    category = Category.objects.create(title="one", slug="one")
+    pk = category.pk
+
+    if connection.vendor == "postgresql":
+        _chain_then_roll_back(queries, pk)
+
+        _cached_title(queries, pk)
+        _run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        _run("COMMIT AND CHAIN")  # the chained transaction is REPEATABLE READ too
+        _run("SELECT 1")  # its snapshot is taken here
+        _elsewhere(lambda: Category.objects.filter(pk=pk).update(title="snapshot"))
+        assert Category.objects.get(pk=pk).title == "two"  # the snapshot's answer, not kept
+        _run("COMMIT")
+        assert Category.objects.get(pk=pk).title == "snapshot"
+
+    _commit_inside_atomic(queries, pk, "COMMIT")
 
 
 def test_several_statements_in_one_text(queries: Any) -> None:

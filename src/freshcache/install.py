@@ -188,6 +188,10 @@ def _after_raw(connection: BaseDatabaseWrapper, sql: str) -> None:
         # statements) the writes so far are delivered.
         rolled_back = not several and tx.is_raw_rollback(sql)
         tx.ended_by_driver(connection, committed=not rolled_back)
+    elif inside and rawsql.commits(sql):
+        tx.committed_within(connection)
+        if tables is not rawsql.READ and tables:
+            _invalidate_raw(connection, tables)  # what it wrote after its COMMIT waits again
 
 
 def _invalidate_raw(connection: BaseDatabaseWrapper, tables: tuple[str, ...]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from django.apps import apps
 from django.db.models.signals import class_prepared
 
-__all__ = ["ALL", "READ", "first_word", "model_tables", "several", "written_tables"]
+__all__ = ["ALL", "READ", "commits", "first_word", "model_tables", "several", "written_tables"]
 
 #: Sentinel: the statement may write to tables we cannot name.
 ALL = ("*",)
@@ -118,6 +118,24 @@ def first_word(sql: str) -> str:
     start = _LEADING.match(sql)
     word = _WORD.match(sql, start.end() if start else 0)
     return word.group(0).lower() if word else ""
+
+
+def commits(sql: str) -> bool:
+    """Whether a statement of the text is a ``COMMIT`` (or, alone, an ``END``): with the
+    connection still in a transaction afterwards, it was ``COMMIT AND CHAIN`` or a ``BEGIN``
+    followed it. An ``END`` among several statements does not count: SQLite triggers and
+    PostgreSQL's ``BEGIN ATOMIC`` bodies close with it, and their writes are not committed."""
+    lowered = sql.lower()
+    if "commit" not in lowered and "end" not in lowered:
+        return False
+    pieces = _unquoted(sql).split(";") if several(sql) else [sql]
+    words = ("commit",) if len(pieces) > 1 else ("commit", "end")
+    for piece in pieces:
+        if first_word(piece) in words:
+            start = _LEADING.match(piece)
+            if not _PREPARED.match(piece, start.end() if start else 0):
+                return True
+    return False
 
 
 def written_tables(sql: str) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ __all__ = [
     "parse_registry",
     "row_conj_values",
     "row_stamp_keys",
+    "rows_stamp_keys",
     "scheme",
     "scheme_text",
     "stamp_key",
@@ -223,6 +224,29 @@ def row_stamp_keys(
             if key not in keys:
                 keys.append(key)
     return keys
+
+
+def rows_stamp_keys(
+    prefix: str,
+    table: str,
+    rows: Sequence[Mapping[str, Hashable]],
+    schemes: Iterable[str],
+    columns: Iterable[str],
+) -> tuple[list[str], bool]:
+    """Stamp keys of written ``rows`` for ``schemes``; False if some row lacks a scheme's
+    columns (the caller then drops the whole table)."""
+    cols = [tuple(s.split(",")) for s in schemes]
+    complete = True
+    keys: list[str] = []
+    for row in rows:
+        usable = [c for c in cols if all(col in row for col in c)]
+        complete = complete and len(usable) == len(cols)
+        keys.extend(row_stamp_keys(prefix, table, usable, row))
+    if not rows and cols:
+        # With no rows, ``columns`` (those the writer read) tells "it read the affected rows
+        # and there were none" (nothing to delete) from "it read nothing" (no stamps to name).
+        complete = bool(columns)
+    return keys, complete
 
 
 # -- registries ---------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Keys under the prefix ``P``:
   the comma-joined column names of a conjunction readers use. Every value that read the table
   stores the epoch, so losing the registry (eviction, flush, failover, ``invalidate_model``)
   invalidates every value of the table: a writer that finds none skips the granular stamps
-  and publishes the registry's loss to ``local_get`` copies.
+  and publishes the registry's loss to ``local_get`` copies, as does the reader that makes a
+  new one (whose schemes may be fewer, so later writers would miss those copies' stamps).
 * ``Ps:<table>[:<cols>:<digest>]`` — stamps: random tokens, one per conjunction of equalities.
 * values — ``[tokens, data]``, where tokens are the current values of the keys above, in the
   order the reader computed them.
@@ -48,10 +49,9 @@ from freshcache.locks import DogPileLocks
 from freshcache.resilience import GEN_SEP, Resilience
 from freshcache.stamps import (
     SCHEME_SEP,
-    Conj,
     new_token,
     parse_registry,
-    row_stamp_keys,
+    rows_stamp_keys,
     scheme,
     scheme_text,
     stamp_key,
@@ -88,7 +88,7 @@ class Plan:
         for table in tables:
             conjs = deps[table]
             needed = set()
-            for conj in sorted(conjs, key=_conj_sort_key):
+            for conj in sorted(conjs, key=repr):
                 cols = scheme(conj)
                 if any("," in c or ";" in c for c in cols):
                     conj = ()  # a column name we cannot encode: depend on the whole table
@@ -105,10 +105,6 @@ class Plan:
     def current(self, db: str) -> bool:
         """Whether a callable ``FRESHCACHE_PREFIX`` still gives this plan's prefix on ``db``."""
         return not prefix_varies() or self.keys[0] == f"{key_prefix(db, self.tables)}g"
-
-
-def _conj_sort_key(conj: Conj) -> str:
-    return repr(conj)
 
 
 @dataclass
@@ -222,11 +218,13 @@ class Store(Resilience, DynamicValues, DogPileLocks):
             if self._generation is not None:
                 epoch += GEN_SEP + self._generation
             (overwrite if probe.stale_global else nx)[plan.keys[0]] = epoch
+        recreated: list[str] = []
         for i, registry in enumerate(plan.registries):
             raw = probe.current[1 + i]
             parsed = parse_registry(raw)
             wanted = plan.schemes[i]
             if parsed is None:
+                recreated.append(registry)
                 entry = b"@" + new_token() + SCHEME_SEP
                 entry += b"".join(s.encode() + SCHEME_SEP for s in sorted(wanted))
                 if raw is None:
@@ -248,6 +246,14 @@ class Store(Resilience, DynamicValues, DogPileLocks):
         except BackendError as exc:
             self._failed(exc)
             return None
+        if recreated:
+            # Copies in process memory were validated against the lost registry, and writers
+            # now go by the new one, which may lack their schemes: drop them everywhere.
+            try:
+                publish(self.backend, recreated)
+            except BackendError as exc:
+                self._failed(exc, missed=recreated)
+                return None
         if screened is None:
             return None
         current = screened[0]
@@ -369,7 +375,9 @@ class Store(Resilience, DynamicValues, DogPileLocks):
                 delete.append(registry)
                 continue
             schemes = self._schemes.get(registry, frozenset())
-            keys, complete = self._row_keys(prefix, change, schemes)
+            keys, complete = rows_stamp_keys(
+                prefix, change.table, change.rows, schemes, change.columns
+            )
             delete.extend(keys)
             if not complete:
                 delete.append(registry)
@@ -404,7 +412,10 @@ class Store(Resilience, DynamicValues, DogPileLocks):
             self._schemes[registry] = parsed[1]
             new = parsed[1] - handled[registry]
             if new:
-                keys, complete = self._row_keys(prefix, check[registry], new)
+                change = check[registry]
+                keys, complete = rows_stamp_keys(
+                    prefix, change.table, change.rows, new, change.columns
+                )
                 more.extend(keys)
                 if not complete:
                     more.append(registry)
@@ -433,24 +444,6 @@ class Store(Resilience, DynamicValues, DogPileLocks):
             self._failed(exc, missed=[key])
 
     # -- helpers ----------------------------------------------------------------------------------
-
-    def _row_keys(
-        self, prefix: str, change: TableChange, schemes: frozenset[str]
-    ) -> tuple[list[str], bool]:
-        """Stamp keys of the change's rows for ``schemes``; False if some row lacks a scheme's
-        columns (the caller then drops the whole table)."""
-        cols = [tuple(s.split(",")) for s in schemes]
-        complete = True
-        keys: list[str] = []
-        for row in change.rows:
-            usable = [c for c in cols if all(col in row for col in c)]
-            complete = complete and len(usable) == len(cols)
-            keys.extend(row_stamp_keys(prefix, change.table, usable, row))
-        if not change.rows and cols:
-            # With no rows, ``columns`` tells "the writer read the affected rows and there were
-            # none" (nothing to delete) from "it read nothing" (we cannot name the stamps).
-            complete = bool(change.columns)
-        return keys, complete
 
     def _tokens(self, plan: Plan, current: Sequence[bytes | None]) -> list[bytes] | None:
         """The tokens a value stored now would carry, or None if any is missing."""

@@ -24,6 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 __all__ = [
     "can_store",
+    "committed_within",
     "driver_in_transaction",
     "end_transaction",
     "ended_by_driver",
@@ -109,21 +110,34 @@ def _options_snapshot(connection: BaseDatabaseWrapper) -> bool:
 
 
 _RAW_BEGIN = re.compile(r"\s*(?:begin|start\s+transaction)\b", re.I)
-_RAW_END = re.compile(r"\s*(commit|end|rollback|abort)(?:\s+(?:work|transaction))?\s*;?\s*$", re.I)
+_RAW_END = re.compile(
+    r"\s*(commit|end|rollback|abort)(?:\s+(?:work|transaction))?(\s+and\s+(?:no\s+)?chain)?"
+    r"\s*;?\s*$",
+    re.I,
+)
 
 
 def note_raw_transaction(connection: BaseDatabaseWrapper, sql: str) -> None:
     """Follow a transaction opened with SQL (``BEGIN`` ... ``COMMIT``) while Django is in
     autocommit mode: until it ends, it is treated like ``set_autocommit(False)`` (writes make
     the connection dirty, invalidations wait for ``COMMIT`` and ``ROLLBACK`` drops them)."""
+    end = _RAW_END.match(sql)  # ROLLBACK TO SAVEPOINT and COMMIT PREPARED do not match
+    commit = end is not None and end.group(1).lower() in ("commit", "end")
     if connection.in_atomic_block or not connection.get_autocommit():
-        return  # Django's own transaction (its SQLite BEGIN comes before it turns autocommit off)
+        # Django's own transaction (its SQLite BEGIN comes before it turns autocommit off).
+        if commit:
+            committed_within(connection)
+        return
     if _RAW_BEGIN.match(sql):
         connection._freshcache_raw = True
         return
-    end = _RAW_END.match(sql)  # ROLLBACK TO SAVEPOINT and COMMIT PREPARED do not match
     if end is not None and getattr(connection, "_freshcache_raw", False):
-        end_transaction(connection, committed=end.group(1).lower() in ("commit", "end"))
+        snapshot = getattr(connection, "_freshcache_snapshot", False)
+        end_transaction(connection, committed=commit)
+        if end.group(2) is not None and "no" not in end.group(2).lower():
+            # AND CHAIN: the next transaction begins at once, at the same isolation level.
+            connection._freshcache_raw = True
+            connection._freshcache_snapshot = snapshot
 
 
 def driver_in_transaction(connection: BaseDatabaseWrapper) -> bool | None:
@@ -164,15 +178,24 @@ def ended_by_driver(connection: BaseDatabaseWrapper, committed: bool = True) -> 
     ``COMMIT`` has made its writes so far visible to everyone: their invalidations run now,
     not at a later end that might be a rollback."""
     if connection.in_atomic_block or not connection.get_autocommit():
-        error = run_commit_hooks_first(connection)
-        pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
-        connection._freshcache_manual = []
-        late = _run_all(pending)  # runs even when the hooks failed
-        error = error or late
-        if error is not None:
-            raise error
+        committed_within(connection)
     elif getattr(connection, "_freshcache_raw", False):
         end_transaction(connection, committed=committed)
+
+
+def committed_within(connection: BaseDatabaseWrapper) -> None:
+    """A raw statement committed, and the connection is (or will be) in a transaction again:
+    ``COMMIT AND CHAIN``, ``COMMIT; BEGIN`` in one text, ``COMMIT`` inside Django's own
+    transaction. The writes so far are visible to everyone, so their invalidations run now, not
+    at a later end that may be a rollback. The connection stays dirty: a text may have written
+    after its commit, and those writes wait for the next end."""
+    error = run_commit_hooks_first(connection)
+    pending: list[Callable[[], None]] = getattr(connection, "_freshcache_manual", None) or []
+    connection._freshcache_manual = []
+    late = _run_all(pending)  # runs even when the hooks failed
+    error = error or late
+    if error is not None:
+        raise error
 
 
 def is_raw_rollback(sql: str) -> bool:
