@@ -220,6 +220,49 @@ def test_bulk_create(c1: Category, queries: Any) -> None:
     assert titles(category=c1) == ["x", "y"]
 
 
+def test_bulk_create_ignoring_conflicts(queries: Any) -> None:
+    """With ``ignore_conflicts`` the database returns no keys: the new row's stamps, named
+    after a key only the database knows, must still go (they were named after ``None``)."""
+    following = Author.objects.create(name="first").pk + 1
+
+    def names() -> list[str]:
+        return list(Author.objects.filter(pk=following).values_list("name", flat=True))
+
+    assert cached(queries, names) == []
+    Author.objects.bulk_create([Author(name="second")], ignore_conflicts=True)
+    assert names() == ["second"]
+
+
+def test_m2m_add_names_rows_only_the_database_keys(c1: Category, queries: Any) -> None:
+    post, tag = Post.objects.create(title="p", category=c1), Tag.objects.create(name="t")
+    through = Post.tags.through
+    post.tags.add(Tag.objects.create(name="first"))
+    following = through.objects.get(post=post).pk + 1
+    assert cached(queries, lambda: through.objects.filter(pk=following).count()) == 0
+    post.tags.add(tag)  # a bulk_create that ignores conflicts
+    assert through.objects.filter(pk=following).count() == 1
+
+
+@override_settings(USE_TZ=False, TIME_ZONE="America/New_York")
+def test_a_naive_time_in_a_daylight_saving_gap(c1: Category, queries: Any) -> None:
+    """Without time zone support PostgreSQL still stores instants: 02:30 on the night clocks
+    jump from 02:00 to 03:00 is read as 03:30, so a filter on one matches a row saved with the
+    other, and no stamp named after either value can stand for both."""
+    import datetime as dt
+
+    gap, after = dt.datetime(2024, 3, 10, 2, 30), dt.datetime(2024, 3, 10, 3, 30)
+
+    def read() -> list[str]:
+        return titles(created=gap)
+
+    assert cached(queries, read) == []
+    Post.objects.create(title="later", category=c1, created=after)
+    expected = [p.title for p in Post.objects.nocache().filter(created=gap)]
+    if connection.vendor == "postgresql":
+        assert expected == ["later"]
+    assert read() == expected
+
+
 def test_bulk_update(c1: Category, c2: Category, queries: Any) -> None:
     a = Post.objects.create(title="a", category=c1)
     b = Post.objects.create(title="b", category=c1)
@@ -246,6 +289,62 @@ def test_queryset_update_with_expression(c1: Category, queries: Any) -> None:
     assert cached(queries, lambda: titles(score=2)) == []
     Post.objects.filter(category=c1).update(score=F("score") + 1)
     assert titles(score=2) == ["a"]
+
+
+def test_an_update_filtered_across_a_relation_racing_a_write_there(queries: Any) -> None:
+    """The rows an ``UPDATE ... WHERE category.title = 'x'`` writes depend on category rows
+    that locking the posts does not hold: a commit between the old values' read and the write
+    can swap one matching post for another, with the same count. The post that came in must
+    not stay cached."""
+    import threading
+
+    from django.db import connections
+    from django.db.models import Case, When
+
+    x1, x2, y = (Category.objects.create(title=t, slug=s) for t, s in ("xa", "xb", "yc"))
+    Category.objects.filter(pk__in=[x1.pk, x2.pk]).update(title="x")
+    Category.objects.filter(pk=y.pk).update(title="y")
+    Post.objects.create(title="one", category=x1)
+    Post.objects.create(title="two", category=x2)
+    three = Post.objects.create(title="three", category=y)
+    assert cached(queries, lambda: Post.objects.get(pk=three.pk).visible) is True
+
+    def swap() -> None:  # another connection: x1 stops being "x", y becomes "x"
+        try:
+            Category.objects.filter(pk__in=[x1.pk, y.pk]).update(
+                title=Case(When(pk=x1.pk, then=Value("y")), default=Value("x"))
+            )
+        finally:
+            connections.close_all()
+
+    def before_the_update(execute: Any, sql: str, *args: Any) -> Any:
+        if sql.startswith("UPDATE") and Post._meta.db_table in sql.split("SET")[0]:
+            thread = threading.Thread(target=swap)
+            thread.start()
+            thread.join(10)
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(before_the_update):
+        assert Post.objects.filter(category__title="x").update(visible=False) == 2
+    assert Post.objects.get(pk=three.pk).visible is False
+
+
+def test_which_conditions_read_other_rows(c1: Category) -> None:
+    from django.db.models import Exists, F, OuterRef, Subquery
+
+    from freshcache.writescope import reads_other_rows
+
+    def reads(qs: Any) -> bool:
+        return reads_other_rows(qs.query)
+
+    assert not reads(Post.objects.filter(title="a", score__gt=F("score") - 1))
+    assert not reads(Post.objects.filter(category=c1, pk__in=[1, 2]))
+    assert not reads(Post.objects.filter(category_id=c1.pk))
+    assert reads(Post.objects.filter(category__title="x"))
+    assert reads(Post.objects.filter(pk__in=Category.objects.values("pk")))
+    assert reads(Post.objects.filter(pk__in=Subquery(Category.objects.values("pk"))))
+    assert reads(Post.objects.filter(Exists(Category.objects.filter(pk=OuterRef("category")))))
+    assert reads(Post.objects.extra(where=["title = 'a'"]))
 
 
 def test_queryset_update_over_the_granular_limit(c1: Category, queries: Any, settings: Any) -> None:

@@ -33,6 +33,7 @@ from freshcache.returning import pinned_rows, run_returning
 from freshcache.signals import cache_invalidated
 from freshcache.stamps import row_conj_values
 from freshcache.store import TableChange, store
+from freshcache.writescope import reads_other_rows
 
 __all__ = [
     "deliver",
@@ -131,10 +132,6 @@ def request(using: str, changes: Sequence[TableChange]) -> None:
 # -- rows and columns -----------------------------------------------------------------------------
 
 
-def _fields_by_column(model: type[Model]) -> dict[str, Any]:
-    return {f.column: f for f in model._meta.local_concrete_fields}
-
-
 def _needed_fields(model: type[Model], using: str) -> tuple[list[Any], frozenset[str]] | None:
     """The fields whose old values the table's schemes need (pk first, empty when the table has
     no schemes); None means "invalidate the whole table"."""
@@ -144,7 +141,7 @@ def _needed_fields(model: type[Model], using: str) -> tuple[list[Any], frozenset
         return None
     if not schemes:
         return [], frozenset()
-    by_column = _fields_by_column(model)
+    by_column = {f.column: f for f in model._meta.local_concrete_fields}
     columns = {c for s in schemes for c in s.split(",")}
     if not columns <= set(by_column):
         return None
@@ -248,10 +245,11 @@ def on_insert(compiler: Any, run: Callable[[], Any]) -> Any:
         if i < len(returned):
             for field, value in zip(returning, returned[i], strict=False):
                 values[field.attname] = value
-        if values.get(pk.attname) is None:
+        if values.get(pk.attname) is None:  # not returned (``ignore_conflicts``): unknown
+            del values[pk.attname]
             columns.discard(pk.column)
         for field in fields:
-            if hasattr(values[field.attname], "resolve_expression"):
+            if hasattr(values.get(field.attname), "resolve_expression"):
                 # SQL (``Upper(...)``, a database default) whose value only the database knows:
                 # the row's stamps for this column cannot be named.
                 del values[field.attname]
@@ -329,6 +327,8 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         skipped(using, [model._meta.db_table])
         return result
     needed = _needed_fields(model, using)
+    if needed and needed[0] and reads_other_rows(query):
+        needed = None  # the condition reads other rows: locking ours cannot pin those written
     if needed and needed[0]:
         limit = 1 << 62 if _force_granular.get() else int(settings.GRANULAR_WRITE_LIMIT)
         if pinned_rows(query, limit):

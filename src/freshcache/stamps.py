@@ -19,9 +19,11 @@ import decimal
 import hashlib
 import os
 import uuid
+import zoneinfo
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.exceptions import FieldError
 
 from freshcache.memo import Memo
@@ -92,7 +94,8 @@ def normalize(value: object) -> Hashable:
         return UNKNOWN if value != value else value + 0.0  # type: ignore[operator]
     if isinstance(value, dt.datetime):
         if value.utcoffset() is None:
-            return value.replace(tzinfo=None) if value.tzinfo else value
+            value = value.replace(tzinfo=None) if value.tzinfo else value
+            return UNKNOWN if _shifts(value) else value
         return value.astimezone(dt.timezone.utc)
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
@@ -112,6 +115,24 @@ def normalize(value: object) -> Hashable:
     if isinstance(value, uuid.UUID):
         return uuid.UUID(int=value.int)
     return UNKNOWN
+
+
+def _shifts(value: dt.datetime) -> bool:
+    """Whether a naive datetime lies in a daylight-saving gap or fold of a zone the database
+    may read it in. With ``USE_TZ = False`` PostgreSQL still stores instants, reading naive
+    values in the connection's zone: a time in a gap is the same instant as another time, and
+    one in a fold may be either of two, so no stamp named after it is exact."""
+    if django_settings.USE_TZ:
+        return False  # Django sends aware values, compared as UTC instants
+    names = {django_settings.TIME_ZONE}
+    names.update(db.get("TIME_ZONE") for db in django_settings.DATABASES.values())
+    for name in names:
+        if name:
+            zone = zoneinfo.ZoneInfo(name)
+            early, late = value.replace(tzinfo=zone), value.replace(tzinfo=zone, fold=1)
+            if early.utcoffset() != late.utcoffset():
+                return True
+    return False
 
 
 def field_info(field: Any) -> tuple[Any, type | None, int | None]:
