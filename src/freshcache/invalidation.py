@@ -327,11 +327,12 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         skipped(using, [model._meta.db_table])
         return result
     needed = _needed_fields(model, using)
-    if needed and needed[0] and reads_other_rows(query):
-        needed = None  # the condition reads other rows: locking ours cannot pin those written
     if needed and needed[0]:
         limit = 1 << 62 if _force_granular.get() else int(settings.GRANULAR_WRITE_LIMIT)
-        if pinned_rows(query, limit):
+        pinned = pinned_rows(query, limit)
+        if not pinned and reads_other_rows(query):
+            needed = None  # the condition reads other rows: locking ours cannot pin those written
+        elif pinned:
             outcome = run_returning(compiler, run, needed[0], delete)
             if outcome is not None:
                 result, old, new = outcome
