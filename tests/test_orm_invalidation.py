@@ -329,6 +329,22 @@ def test_an_update_filtered_across_a_relation_racing_a_write_there(queries: Any)
     assert Post.objects.get(pk=three.pk).visible is False
 
 
+def test_writes_to_every_row(c1: Category, queries: Any) -> None:
+    """``Model.objects.update()`` and ``.all().delete()``: a query with no condition (and no
+    table alias yet) once the table has a scheme."""
+    post = Post.objects.create(title="p", category=c1)
+    Comment.objects.create(post=post, text="a")
+
+    def count(text: str) -> int:
+        return Comment.objects.filter(text=text).count()
+
+    assert cached(queries, lambda: count("b")) == 0
+    assert Comment.objects.update(text="b") == 1
+    assert count("b") == 1
+    Comment.objects.all().delete()
+    assert count("b") == 0
+
+
 def test_which_conditions_read_other_rows(c1: Category) -> None:
     from django.db.models import Exists, F, OuterRef, Subquery
 

@@ -21,8 +21,9 @@ __all__ = ["reads_other_rows"]
 
 def reads_other_rows(query: Query) -> bool:
     """Whether ``query``'s condition joins another table or holds a subquery or raw SQL."""
-    base = query.base_table
-    if any(alias != base and count for alias, count in query.alias_refcount.items()):
+    # Not ``query.base_table``: a cached property, which would keep ``None`` for a query
+    # that has no alias yet (``Model.objects.update()``) and break its compilation.
+    if sum(1 for count in query.alias_refcount.values() if count) > 1:
         return True
     stack: list[Any] = [query.where]
     while stack:
