@@ -3,11 +3,13 @@ BatchCacheQuery, invalidated by the same stamps as every other cached value."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -356,12 +358,33 @@ def test_related_objects_from_outside_are_not_stored(bill: User) -> None:
         def get_result(self, user: User) -> dict[str, Any]:
             return {"all": [(a, a.primary) for a in user.avatars.all()]}
 
+    class AvatarsElsewhere(QuerysetCache):
+        """Any container, any object: a set, an OrderedDict, an object of the caller's."""
+
+        model = Avatar
+        key_fields = ("user",)
+
+        def get_result(self, user: User) -> Any:
+            avatars = list(user.avatars.all())
+            return (set(avatars), OrderedDict(first=avatars[0]), Holder(avatars[0]))
+
+    def names_elsewhere() -> list[str]:
+        in_set, ordered, holder = AvatarsElsewhere(bill).resolve()
+        return [next(iter(in_set)).user.name, ordered["first"].user.name, holder.avatar.user.name]
+
     Avatar.objects.create(user=bill, file_path="b.png", primary=True)
     assert AvatarViaRelatedManager(bill).resolve().user.name == "Bill"
     assert AvatarsInADict(bill).resolve()["all"][0][0].user.name == "Bill"
+    assert names_elsewhere() == ["Bill"] * 3
     User.objects.filter(pk=bill.pk).update(name="William")  # not read by the fallbacks
     assert AvatarViaRelatedManager(bill).resolve().user.name == "William"
     assert AvatarsInADict(bill).resolve()["all"][0][0].user.name == "William"
+    assert names_elsewhere() == ["William"] * 3
+
+
+@dataclasses.dataclass
+class Holder:
+    avatar: Avatar
 
 
 def test_nested_in_cached_as_records_the_hit(bill: User) -> None:

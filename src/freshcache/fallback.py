@@ -20,8 +20,9 @@ with the global and version keys only, so that it expires by time.
 
 from __future__ import annotations
 
-import copy
+import io
 import logging
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -258,7 +259,7 @@ def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
             return value
         keys = list(hard.keys)
     try:
-        data = dumps_signed((_now(), _detached(value)))
+        data = dumps_signed((_now(), value), dump=_dumps_detached)
     except SerializationError as exc:
         logger.debug("freshcache: %s not cached: %s", spec.owner, exc)
         return value
@@ -267,18 +268,26 @@ def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
     return value
 
 
-def _detached(value: Any) -> Any:
-    """Instances (also inside lists, tuples and dicts) without the related objects and
-    prefetches attached to them: those may come from outside the computation
-    (``user.avatars.get()`` attaches the caller's ``user``), so their changes would not reach
-    the stored value. They load again when accessed."""
-    if isinstance(value, Model):
-        clone = copy.copy(value)  # Model.__getstate__ copies _state and its fields cache
-        clone._state.fields_cache = {}
-        clone.__dict__.pop("_prefetched_objects_cache", None)
-        return clone
-    if type(value) in (list, tuple):
-        return type(value)(_detached(v) for v in value)
-    if type(value) is dict:
-        return {k: _detached(v) for k, v in value.items()}
-    return value
+class _DetachingPickler(pickle.Pickler):
+    """Pickles model instances, wherever they are in the value (any container, any object),
+    without the related objects and prefetches attached to them: those may come from outside
+    the computation (``user.avatars.get()`` attaches the caller's ``user``), so their changes
+    would not reach the stored value. They load again when accessed."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, Model):
+            return NotImplemented
+        reduced = obj.__reduce__()  # the state is a copy (Model.__getstate__)
+        if len(reduced) != 3 or not isinstance(reduced[2], dict):
+            return NotImplemented  # a model with a reduction of its own: as it is
+        state = reduced[2]
+        state.pop("_prefetched_objects_cache", None)
+        if "_state" in state:
+            state["_state"].fields_cache = {}
+        return reduced
+
+
+def _dumps_detached(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _DetachingPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()

@@ -426,14 +426,14 @@ _MAC_SIZE = 32
 _KEY_SALT = b"freshcache.serializers.SignedPickle"
 
 
-def dumps_signed(obj: object) -> bytes:
+def dumps_signed(obj: object, dump: Callable[[object], bytes] | None = None) -> bytes:
     """Pickle anything picklable, signed so that only holders of the key can make us unpickle.
 
     Raises :class:`~freshcache.exceptions.SerializationError` for unpicklable objects (locks,
     lambdas, open files...), so that such a value is simply not cached.
     """
     try:
-        body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        body = dump(obj) if dump else pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # PicklingError, TypeError, AttributeError, RecursionError...
         raise SerializationError(f"cannot pickle {_type_name(obj)}: {exc}") from exc
     return b"".join((_SIGNED_HEADER, hmac.digest(_signing_key(), body, "sha256"), body))
