@@ -82,6 +82,20 @@ def test_const_kwargs_filter_without_entering_the_key(articles: list[Article]) -
     assert [a.title for a in again] == ["three"]
 
 
+def test_each_distinct_kwargs_has_its_own_key(articles: list[Article]) -> None:
+    """A template that does not name every kwarg, or values that format alike (``None`` and
+    ``"None"``), must not share one stored value between different lookups."""
+
+    def titles(**kwargs: Any) -> list[str]:
+        return [a.title for a in Article.objects.from_cache("articles:{title}", kwargs)]
+
+    assert titles(title="one", featured=False) == []
+    assert titles(title="one", featured=True) == ["one"]
+    assert titles(title=None) == []
+    Article.objects.create(title="None")
+    assert titles(title="None") == ["None"]
+
+
 def test_int_only_and_none_on_error(articles: list[Article], queries: Any) -> None:
     pk = articles[0].pk
 

@@ -590,6 +590,31 @@ def test_model_cache_dispatch_and_normalisation(bill: User, event: Event, querie
         Avatar.cache.filter(user=bill)
 
 
+def test_model_cache_never_takes_a_class_with_options_of_its_own(
+    registry: None, bill: User, event: Event
+) -> None:
+    """A class keyed like ``Model.cache.get`` but time-based, or reading other rows, stays the
+    class's own: ``Model.cache`` remains invalidated and reads every row."""
+
+    class UserOnPkByTimeOnly(InstanceCache):
+        model = User
+        key_fields = ("pk",)
+        invalidation = False
+
+    class OnlyPyconOnSlug(InstanceCache):
+        model = Event
+        key_fields = ("slug",)
+
+        def get_queryset(self) -> Any:
+            return super().get_queryset().filter(slug="pycon")
+
+    assert User.cache.get(pk=bill.pk).name == "Bill"
+    User.objects.filter(pk=bill.pk).update(name="William")
+    assert User.cache.get(pk=bill.pk).name == "William"
+    other = Event.objects.create(slug="djangocon")
+    assert Event.cache.get(slug="djangocon") == other
+
+
 def test_cache_meta_merges_with_the_manager(registry: None) -> None:
     assert Participation.cache.cached_foreignkeys == ["event", "user"]  # from CacheMeta
     assert Participation.cache.get_key_fields_list == [("user", "event")]

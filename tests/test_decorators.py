@@ -644,6 +644,29 @@ def test_evaluated_and_empty_queryset_arguments(c1: Category) -> None:
     assert calls.n == 3
 
 
+def test_arguments_that_print_alike_do_not_share_a_key(c1: Category) -> None:
+    """``values()`` and ``values_list()`` run the same SQL; a ``QueryDict`` holds several
+    values per key. Neither may hand one call's result to another."""
+    from django.http import QueryDict
+
+    Post.objects.create(title="a", category=c1)
+
+    @cached_as(timeout=60)
+    def rows(qs: Any) -> list[Any]:
+        return list(qs)
+
+    assert rows(Post.objects.values("title")) == [{"title": "a"}]
+    assert rows(Post.objects.values_list("title")) == [("a",)]
+    assert rows(Post.objects.values_list("title", flat=True)) == ["a"]
+
+    @cached_as(timeout=60)
+    def tags(query: QueryDict) -> list[str]:
+        return query.getlist("tag")
+
+    assert tags(QueryDict("tag=a&tag=b")) == ["a", "b"]
+    assert tags(QueryDict("tag=b")) == ["b"]
+
+
 def test_zero_timeout_is_never_stored(c1: Category) -> None:
     calls = Calls()
 

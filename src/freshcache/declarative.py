@@ -191,6 +191,17 @@ class ModelCache(abc.ABC):
         return False
 
     @classmethod
+    def _plain(cls) -> bool:
+        """No option that changes what is served (rows, freshness, database): ``Model.cache``
+        must not turn time-based, or read other rows, because some class chose to."""
+        return (
+            cls.invalidation is True
+            and cls.allowtime is None
+            and cls.using is None
+            and cls.get_queryset is ModelCache.get_queryset
+        )
+
+    @classmethod
     def key_spec(cls) -> list[KeyField]:
         fields = _fields.get(cls)
         if fields is None:
@@ -309,7 +320,7 @@ class InstanceCache(ModelCache):
 
     @classmethod
     def is_simple(cls) -> bool:
-        return cls.get_instance is InstanceCache.get_instance
+        return cls.get_instance is InstanceCache.get_instance and cls._plain()
 
     def compute(self) -> Any:
         try:
@@ -332,7 +343,7 @@ class QuerysetCache(ModelCache):
 
     @classmethod
     def is_simple(cls) -> bool:
-        return cls.get_result is QuerysetCache.get_result
+        return cls.get_result is QuerysetCache.get_result and cls._plain()
 
     def compute(self) -> Any:
         result = self.get_result(*self.args)

@@ -21,6 +21,7 @@ from typing import Any
 from django.core.exceptions import EmptyResultSet
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.utils.datastructures import MultiValueDict
 
 __all__ = ["call_key", "func_name", "key_text", "params_text", "query_key"]
 
@@ -59,15 +60,19 @@ def key_text(value: object) -> str:
     if isinstance(value, QuerySet):
         if value._result_cache is not None:
             raise TypeError("an evaluated queryset holds rows of its own: pass it unevaluated")
+        # The same SQL gives dicts, tuples or flat values (and, for a proxy, other instances).
+        shape = f"{value.db}:{value.model._meta.label_lower}:{value._iterable_class.__qualname__}"
         try:
             sql, params = value.query.sql_with_params()
         except EmptyResultSet:
-            return f"q:{value.db}:{value.model._meta.label_lower}:empty"
-        return f"q:{value.db}:{sql}:{key_text(tuple(params))}"
+            return f"q:{shape}:empty"
+        return f"q:{shape}:{sql}:{key_text(tuple(params))}"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__}({','.join(key_text(v) for v in value)})"
     if isinstance(value, (set, frozenset)):
         return f"set({','.join(sorted(key_text(v) for v in value))})"
+    if isinstance(value, MultiValueDict):  # ``request.GET``: every value of a key counts
+        value = dict(value.lists())
     if isinstance(value, dict):
         items = sorted(f"{key_text(k)}={key_text(v)}" for k, v in value.items())
         return f"dict({','.join(items)})"

@@ -342,12 +342,15 @@ class CachedManager(models.Manager):
         super().__init__()
         self.timeout = timeout
 
-    def _spec(self, text: str) -> Spec:
+    def _spec(self, text: str, params: Mapping[str, Any]) -> Spec:
         model, db = self.model, self.db
         profile = profile_for(model)
         owner = f"{model._meta.label}.{self.name or 'objects'}"
+        # The parameters too: a template need not name them all, and ``None`` and ``"None"``
+        # format alike.
+        lookups = {k: v.pk if isinstance(v, Model) else v for k, v in params.items()}
         return Spec(
-            key=call_key(key_prefix(db), "m", model._meta.label_lower, (db, text)),
+            key=call_key(key_prefix(db), "m", model._meta.label_lower, (db, text, lookups)),
             model=model,
             db=db,
             timeout=self.timeout or default_timeout(model, owner),
@@ -398,7 +401,11 @@ class CachedManager(models.Manager):
                     return None
                 raise
 
-        return run(self._spec(_key_text(cache_key, params)), compute)
+        try:
+            spec = self._spec(_key_text(cache_key, params), params)
+        except TypeError:  # a value with no stable text (keys.key_text): not cached
+            return compute()
+        return run(spec, compute)
 
     def objects_by_pks(
         self,
@@ -412,7 +419,7 @@ class CachedManager(models.Manager):
         ``get_item_func(pk)`` called for the others only. ``get_item_func`` is typically
         ``lambda pk: manager.from_cache(cache_key, {dict_key: pk}, one_item=True)``."""
         pks = list(pks)
-        specs = [self._spec(_key_text(cache_key, {dict_key: pk})) for pk in pks]
+        specs = [self._spec(_key_text(cache_key, {dict_key: pk}), {dict_key: pk}) for pk in pks]
         results = []
         for pk, spec, found in zip(pks, specs, fetch(specs), strict=True):
             value = served(spec, found)
