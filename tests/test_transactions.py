@@ -439,18 +439,23 @@ def test_a_commit_that_leaves_a_transaction_open(queries: Any) -> None:
 
 
 def _elsewhere(func: Callable[[], T]) -> T:
-    """``func``'s result, run on another connection (another thread)."""
+    """``func``'s result, run on another connection (another thread); its error re-raised."""
     seen: list[T] = []
+    failed: list[BaseException] = []
 
     def run() -> None:
         try:
             seen.append(func())
+        except BaseException as exc:
+            failed.append(exc)
         finally:
             connections.close_all()
 
     thread = threading.Thread(target=run)
     thread.start()
     thread.join(10)
+    if failed:
+        raise failed[0]
     return seen[0]
 
 
@@ -474,6 +479,33 @@ def test_a_chained_commit_on_a_driver_that_does_not_say(monkeypatch: Any, querie
         assert Category.objects.get(pk=pk).title == "snapshot"
 
     _commit_inside_atomic(queries, pk, "COMMIT")
+
+
+def test_a_connection_opened_inside_an_execute_wrapper_keeps_ours(queries: Any) -> None:
+    """A new connection (a new thread's) whose first statement is a write (its ``get()``
+    served from the cache) opens inside the RETURNING rewrite's ``execute_wrapper`` block; a
+    user's block does the same. Our wrapper, added when the connection opens, must outlive
+    the block: without it the connection's writes would not make it dirty, and a read after
+    them would store rows that a rollback then undoes."""
+    category = Category.objects.create(title="one", slug="one")
+    pk = category.pk
+    for opening in ("a save", "a user's wrapper"):
+        _cached_title(queries, pk)
+
+        def on_a_new_connection(opening: str = opening) -> str:
+            if opening == "a save":
+                Category.objects.get(pk=pk).save()  # a hit, then the first statement
+            else:
+                with connection.execute_wrapper(lambda execute, *args: execute(*args)):
+                    Category.objects.nocache().count()
+            with pytest.raises(RuntimeError), transaction.atomic():
+                Category.objects.filter(pk=pk).update(title="rolled back")
+                assert Category.objects.get(pk=pk).title == "rolled back"  # and not kept
+                raise RuntimeError("roll back")
+            return Category.objects.get(pk=pk).title
+
+        assert _elsewhere(on_a_new_connection) == "one"
+        assert Category.objects.get(pk=pk).title == "one"
 
 
 def test_several_statements_in_one_text(queries: Any) -> None:

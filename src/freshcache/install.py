@@ -210,8 +210,11 @@ def _invalidate_raw(connection: BaseDatabaseWrapper, tables: tuple[str, ...]) ->
 
 
 def _add_wrapper(connection: BaseDatabaseWrapper) -> None:
+    """First in the list (the outermost wrapper): a connection may open inside ``with
+    connection.execute_wrapper(w):`` (ours for RETURNING, or the user's), whose exit pops
+    the *last* wrapper; appended, ours would be the one popped, for the connection's life."""
     if raw_write_wrapper not in connection.execute_wrappers:
-        connection.execute_wrappers.append(raw_write_wrapper)
+        connection.execute_wrappers.insert(0, raw_write_wrapper)
 
 
 def _on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
