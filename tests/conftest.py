@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -179,22 +179,38 @@ def blog() -> dict[str, Any]:
     return {"news": news, "misc": misc, "ann": ann, "posts": posts}
 
 
+T = TypeVar("T")
+
+
+def on_another_connection(func: Callable[[], T]) -> T:
+    """``func``'s result, run on another thread and so on a connection of its own (closed
+    after); its error is raised here."""
+    seen: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            seen.append(func())
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    if failed:
+        raise failed[0]
+    return seen[0]
+
+
 @contextlib.contextmanager
 def snapshot_after(write: Callable[[], Any]) -> Iterator[None]:
     """Inside a REPEATABLE READ transaction (PostgreSQL) whose snapshot was taken before
     ``write`` committed on another thread's connection, in autocommit."""
-
-    def run() -> None:
-        try:
-            write()
-        finally:
-            connections.close_all()
-
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("SELECT 1")  # the snapshot is taken here
-        writer = threading.Thread(target=run)
-        writer.start()
-        writer.join(10)
+        on_another_connection(write)
         yield

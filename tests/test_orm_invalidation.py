@@ -296,10 +296,9 @@ def test_an_update_filtered_across_a_relation_racing_a_write_there(queries: Any)
     that locking the posts does not hold: a commit between the old values' read and the write
     can swap one matching post for another, with the same count. The post that came in must
     not stay cached."""
-    import threading
-
-    from django.db import connections
     from django.db.models import Case, When
+
+    from tests.conftest import on_another_connection
 
     x1, x2, y = (Category.objects.create(title=t, slug=s) for t, s in ("xa", "xb", "yc"))
     Category.objects.filter(pk__in=[x1.pk, x2.pk]).update(title="x")
@@ -309,19 +308,14 @@ def test_an_update_filtered_across_a_relation_racing_a_write_there(queries: Any)
     three = Post.objects.create(title="three", category=y)
     assert cached(queries, lambda: Post.objects.get(pk=three.pk).visible) is True
 
-    def swap() -> None:  # another connection: x1 stops being "x", y becomes "x"
-        try:
-            Category.objects.filter(pk__in=[x1.pk, y.pk]).update(
-                title=Case(When(pk=x1.pk, then=Value("y")), default=Value("x"))
-            )
-        finally:
-            connections.close_all()
+    def swap() -> int:  # x1 stops being "x", y becomes "x"
+        return Category.objects.filter(pk__in=[x1.pk, y.pk]).update(
+            title=Case(When(pk=x1.pk, then=Value("y")), default=Value("x"))
+        )
 
     def before_the_update(execute: Any, sql: str, *args: Any) -> Any:
         if sql.startswith("UPDATE") and Post._meta.db_table in sql.split("SET")[0]:
-            thread = threading.Thread(target=swap)
-            thread.start()
-            thread.join(10)
+            on_another_connection(swap)
         return execute(sql, *args)
 
     with connection.execute_wrapper(before_the_update):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.db import connection, connections, transaction
@@ -12,9 +11,8 @@ from django.test import Client
 
 from freshcache import transaction as tx
 from freshcache.signals import cache_invalidated
+from tests.conftest import on_another_connection
 from tests.testapp.models import Category, Post
-
-T = TypeVar("T")
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -433,30 +431,9 @@ def test_a_commit_that_leaves_a_transaction_open(queries: Any) -> None:
     assert Category.objects.get(pk=pk).title == "five"
     _run(f"BEGIN; COMMIT; BEGIN; UPDATE {table} SET title = 'seven' WHERE id = {pk}")
     # Another connection caches the committed row.
-    assert _elsewhere(lambda: Category.objects.get(pk=pk).title) == "five"
+    assert on_another_connection(lambda: Category.objects.get(pk=pk).title) == "five"
     _run("COMMIT")
     assert Category.objects.get(pk=pk).title == "seven"
-
-
-def _elsewhere(func: Callable[[], T]) -> T:
-    """``func``'s result, run on another connection (another thread); its error re-raised."""
-    seen: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            seen.append(func())
-        except BaseException as exc:
-            failed.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(10)
-    if failed:
-        raise failed[0]
-    return seen[0]
 
 
 def test_a_chained_commit_on_a_driver_that_does_not_say(monkeypatch: Any, queries: Any) -> None:
@@ -473,7 +450,7 @@ def test_a_chained_commit_on_a_driver_that_does_not_say(monkeypatch: Any, querie
         _run("BEGIN ISOLATION LEVEL REPEATABLE READ")
         _run("COMMIT AND CHAIN")  # the chained transaction is REPEATABLE READ too
         _run("SELECT 1")  # its snapshot is taken here
-        _elsewhere(lambda: Category.objects.filter(pk=pk).update(title="snapshot"))
+        on_another_connection(lambda: Category.objects.filter(pk=pk).update(title="snapshot"))
         assert Category.objects.get(pk=pk).title == "two"  # the snapshot's answer, not kept
         _run("COMMIT")
         assert Category.objects.get(pk=pk).title == "snapshot"
@@ -504,7 +481,7 @@ def test_a_connection_opened_inside_an_execute_wrapper_keeps_ours(queries: Any) 
                 raise RuntimeError("roll back")
             return Category.objects.get(pk=pk).title
 
-        assert _elsewhere(on_a_new_connection) == "one"
+        assert on_another_connection(on_a_new_connection) == "one"
         assert Category.objects.get(pk=pk).title == "one"
 
 
