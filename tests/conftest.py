@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,6 +122,7 @@ def own_redis(request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.
         os.kill(process.pid, signal.SIGCONT)
         process.terminate()
         process.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run_async(coroutine: Any) -> Any:

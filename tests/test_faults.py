@@ -9,8 +9,8 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,11 +116,11 @@ def test_socket_timeouts_degrade_without_errors(
 
 @pytest.mark.system
 def test_killed_worker_in_the_middle_of_a_store(
-    own_redis: tuple[str, subprocess.Popen[bytes]],
+    own_redis: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     """Processes share a file database; one dies holding the lock before it stores."""
     url, _ = own_redis
-    db_name = os.path.join(tempfile.mkdtemp(), "faults.sqlite3")
+    db_name = str(tmp_path / "faults.sqlite3")
     context = multiprocessing.get_context("spawn")
 
     def run(target: Any, *args: Any) -> Any:
