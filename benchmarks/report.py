@@ -595,11 +595,11 @@ def _why_missed(r: Run, verdicts: list[str]) -> list[str]:
             else ""
         )
         out.append(
-            "- **save().** On PostgreSQL it sends one statement, the `UPDATE` returning the old "
-            "values from a `FOR NO KEY UPDATE` sub-select, then one round trip to Redis that "
-            "must be "
-            f"acknowledged before `save()` returns{extra}: the sub-select's join and lock in "
-            "PostgreSQL and the Redis round trip are what remains."
+            "- **save().** On PostgreSQL it sends one statement, the `UPDATE` guarded by the "
+            "values it sets to the columns the schemes need and returning them, then one round "
+            f"trip to Redis that must be acknowledged before `save()` returns{extra}: the "
+            "Redis round trip, computing the stamps, and Django's statement wrapper are what "
+            "remains."
         )
     if "throughput" in missed:
         out.append(

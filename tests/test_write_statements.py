@@ -49,14 +49,25 @@ def statements(queries: Any, write: Any) -> list[str]:
 
 
 def test_save_sends_one_statement_on_postgresql(queries: Any) -> None:
+    """A save that keeps the needed columns sends one guarded statement; one that changes
+    them, the guarded statement (which matches nothing) and then the locking one."""
     c = Category.objects.create(title="one", slug="one")
-    assert Category.objects.get(slug="one").pk == c.pk  # registers the slug scheme
-    c.slug = "uno"
+    assert Category.objects.get(slug="one").title == "one"  # registers the slug scheme
+    c.title = "uno"
     sent = statements(queries, c.save)
     if connection.vendor == "postgresql":
         assert len(sent) == 1, sent
-        assert sent[0].startswith("UPDATE") and "FOR NO KEY UPDATE" in sent[0]
-        assert "RETURNING" in sent[0]
+        assert sent[0].startswith("UPDATE") and "IS NOT DISTINCT FROM" in sent[0]
+        assert "RETURNING" in sent[0] and "FOR NO KEY UPDATE" not in sent[0]
+    else:
+        assert [s.split()[0] for s in sent] == ["SELECT", "UPDATE"], sent
+    assert Category.objects.get(slug="one").title == "uno"
+    c.slug = "uno"
+    sent = statements(queries, c.save)
+    if connection.vendor == "postgresql":
+        assert len(sent) == 2, sent
+        assert "IS NOT DISTINCT FROM" in sent[0] and "FOR NO KEY UPDATE" in sent[1]
+        assert "RETURNING" in sent[1]
     else:
         assert [s.split()[0] for s in sent] == ["SELECT", "UPDATE"], sent
     with pytest.raises(Category.DoesNotExist):
@@ -205,8 +216,8 @@ def test_repeated_saves_reuse_the_rewrite_with_their_own_values(queries: Any) ->
             if step:  # the title scheme appears after the first saves
                 assert Category.objects.filter(title=obj.title).count() == 1
             sent = statements(queries, obj.save)
-            if connection.vendor == "postgresql":
-                assert len(sent) == 1 and "RETURNING" in sent[0], sent
+            if connection.vendor == "postgresql":  # the guard fails: the slug changes
+                assert len(sent) == 2 and "FOR NO KEY UPDATE" in sent[1], sent
             with pytest.raises(Category.DoesNotExist):
                 Category.objects.get(slug=old)
             assert Category.objects.get(slug=obj.slug).pk == obj.pk
@@ -285,10 +296,7 @@ def test_the_row_stays_locked_from_its_old_values_to_the_write() -> None:
         return
     import psycopg
 
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    params.pop("prepare_threshold", None)
+    params = raw_params()
     holder = psycopg.connect(**params)  # a transaction that inserts slug "c" and waits
     holder.execute("INSERT INTO testapp_category (title, slug) VALUES ('other', 'c')")
     errors: list[BaseException] = []
@@ -306,17 +314,7 @@ def test_the_row_stays_locked_from_its_old_values_to_the_write() -> None:
     saver.start()
     try:
         with psycopg.connect(**params, autocommit=True) as watcher:
-            for _ in range(500):  # until the save waits for the holder's transaction
-                waiting = watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
-                    " AND query LIKE '%UPDATE \"testapp_category\"%'"
-                ).fetchone()
-                if waiting and waiting[0]:
-                    break
-                time.sleep(0.02)
-            else:
-                raise AssertionError("the save never waited on the unique index")
+            wait_for_a_waiting_update(watcher)
             watcher.execute("SET lock_timeout = '200ms'")
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 watcher.execute("UPDATE testapp_category SET slug = 'd' WHERE id = %s", [c.pk])
@@ -328,3 +326,203 @@ def test_the_row_stays_locked_from_its_old_values_to_the_write() -> None:
     assert Category.objects.get(slug="c").pk == c.pk
     assert Category.objects.filter(slug="a").count() == 0
     assert Category.objects.filter(slug="d").count() == 0
+
+
+def raw_params() -> dict[str, Any]:
+    """psycopg connection arguments for a connection freshcache does not see."""
+    params = connection.get_connection_params()
+    for django_only in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(django_only, None)
+    return params
+
+
+def wait_for_a_waiting_update(watcher: Any) -> None:
+    """Return once an ``UPDATE`` of testapp_category waits for a lock (within 10 s)."""
+    for _ in range(500):
+        waiting = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+            " AND query LIKE '%UPDATE \"testapp_category\"%'"
+        ).fetchone()
+        if waiting and waiting[0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the UPDATE never waited for the lock")
+
+
+# -- the guarded update of one row (freshcache.returning._guarded) ------------------------------
+
+
+def test_a_save_from_an_instance_loaded_before_the_row_moved(queries: Any) -> None:
+    """The instance still says slug "a", the row says "b": the guarded statement matches
+    nothing, and the locking one returns "b" as the old value, whose entry goes."""
+    c = Category.objects.create(title="t", slug="a")
+    loaded = Category.objects.get(pk=c.pk)
+    Category.objects.filter(pk=c.pk).update(slug="b")
+    assert Category.objects.get(slug="b").title == "t"  # cached under the row's real slug
+    loaded.title = "new"
+    loaded.save()  # writes slug "a" back
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="b")
+    assert Category.objects.get(slug="a").title == "new"
+
+
+def test_a_guarded_save_that_waited_for_a_writer_that_moved_the_row() -> None:
+    """The guard is tested on the version the statement replaces: a save waiting for a
+    transaction that moves the row from "a" to "b" finds "b" once that commits, falls back to
+    the locking statement, and invalidates "b" as the old value."""
+    c = Category.objects.create(title="t", slug="a")
+    assert Category.objects.get(slug="a").pk == c.pk  # the slug scheme
+    loaded = Category.objects.get(pk=c.pk)
+    if connection.vendor != "postgresql":
+        return
+    import psycopg
+
+    from freshcache.signals import cache_invalidated
+
+    rows: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, table: str, whole_table: bool, **kwargs: Any) -> None:
+        if table == "testapp_category":
+            rows.extend([{"*": True}] if whole_table else kwargs["rows"])
+
+    holder = psycopg.connect(**raw_params())  # moves the row to "b", unseen by freshcache
+    holder.execute("UPDATE testapp_category SET slug = 'b' WHERE id = %s", [c.pk])
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            loaded.title = "new"
+            loaded.save()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    cache_invalidated.connect(receiver)
+    saver = threading.Thread(target=save)
+    saver.start()
+    try:
+        with psycopg.connect(**raw_params(), autocommit=True) as watcher:
+            wait_for_a_waiting_update(watcher)
+        holder.commit()
+    finally:
+        holder.close()
+        saver.join(timeout=30)
+        cache_invalidated.disconnect(receiver)
+    assert errors == []
+    assert {"*": True} in rows or any(r.get("slug") == "b" for r in rows), rows
+    assert Category.objects.get(slug="a").title == "new"
+
+
+def test_a_trigger_that_changes_a_needed_column(queries: Any) -> None:
+    """The guard held (the slug was "a"), but a trigger wrote another slug: old and new are
+    not one row, and the whole table is invalidated."""
+    c = Category.objects.create(title="t", slug="a")
+    other = Category.objects.create(title="o", slug="o")
+    assert Category.objects.get(slug="a").title == "t"
+    assert Category.objects.get(slug="o").title == "o"
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION freshcache_suffix() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN NEW.slug := NEW.slug || '-x'; RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER freshcache_suffix BEFORE UPDATE ON testapp_category"
+            " FOR EACH ROW WHEN (NEW.title = 'trigger') EXECUTE FUNCTION freshcache_suffix()"
+        )
+    try:
+        c.title = "trigger"
+        sent = statements(queries, c.save)
+        assert len(sent) == 1 and "IS NOT DISTINCT FROM" in sent[0], sent
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER freshcache_suffix ON testapp_category")
+            cursor.execute("DROP FUNCTION freshcache_suffix()")
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="a")
+    assert Category.objects.get(slug="a-x").title == "trigger"
+    with queries() as q:  # the whole table went
+        assert Category.objects.get(slug="o").pk == other.pk
+    assert q.count == 1
+
+
+def test_guards_compare_text_byte_for_byte(queries: Any) -> None:
+    """Under a case-insensitive collation "abc" equals "ABC"; a save that changes only the
+    case must still invalidate the old spelling's entry."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE COLLATION IF NOT EXISTS freshcache_ci"
+            " (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+        )
+        cursor.execute(
+            "ALTER TABLE testapp_category ALTER COLUMN title TYPE varchar(100)"
+            " COLLATE freshcache_ci"
+        )
+    try:
+        c = Category.objects.create(title="abc", slug="s")
+        assert [x.pk for x in Category.objects.filter(title="abc")] == [c.pk]
+        c.title = "ABC"
+        sent = statements(queries, c.save)
+        assert len(sent) == 2 and "FOR NO KEY UPDATE" in sent[1], sent
+        # Not freshcache's business which rows "abc" matches here (limits.md); only that the
+        # entry made while the row said "abc" is gone.
+        assert [x.title for x in Category.objects.filter(title="abc")] == ["ABC"]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE testapp_category ALTER COLUMN title TYPE varchar(100)"
+                ' COLLATE "default"'
+            )
+
+
+def test_guards_on_null(queries: Any) -> None:
+    """A needed column set to NULL is guarded too (``IS NULL``, or ``IS NOT DISTINCT FROM``
+    a NULL parameter where Django sends None as one); moves to and from NULL fall back."""
+    c = Category.objects.create(title="t", slug=None)
+    assert [x.title for x in Category.objects.filter(slug=None)] == ["t"]
+    c.title = "u"
+    sent = statements(queries, c.save)
+    if connection.vendor == "postgresql":
+        assert len(sent) == 1 and "FOR NO KEY UPDATE" not in sent[0], sent
+    assert [x.title for x in Category.objects.filter(slug=None)] == ["u"]
+    c.slug = "s"
+    c.save()
+    assert [x.title for x in Category.objects.filter(slug=None)] == []
+    assert Category.objects.get(slug="s").title == "u"
+    c.slug = None
+    sent = statements(queries, c.save)
+    if connection.vendor == "postgresql":
+        assert len(sent) == 2 and "FOR NO KEY UPDATE" in sent[1], sent
+    with pytest.raises(Category.DoesNotExist):
+        Category.objects.get(slug="s")
+    assert [x.title for x in Category.objects.filter(slug=None)] == ["u"]
+
+
+def test_which_saves_are_guarded(queries: Any) -> None:
+    """Foreign keys, booleans and integers are compared exactly; a needed column of another
+    type (a date), or one the save does not set (``update_fields``), takes the locking
+    statement at once."""
+    c = Category.objects.create(title="c", slug="c")
+    p = Post.objects.create(title="p", category=c, score=4)
+    assert [x.title for x in Post.objects.filter(category=c, visible=True, score=4)] == ["p"]
+    p.title = "q"
+    sent = statements(queries, p.save)
+    if connection.vendor == "postgresql":
+        assert len(sent) == 1 and sent[0].count("IS NOT DISTINCT FROM") == 6, sent
+    assert [x.title for x in Post.objects.filter(category=c, visible=True, score=4)] == ["q"]
+    p.title = "r"
+    sent = statements(queries, lambda: p.save(update_fields=["title"]))
+    if connection.vendor == "postgresql":
+        assert len(sent) == 1 and "FOR NO KEY UPDATE" in sent[0], sent
+    assert [x.title for x in Post.objects.filter(category=c, visible=True, score=4)] == ["r"]
+    assert Post.objects.filter(created=None).count() == 1  # a scheme on a datetime column
+    p.title = "s"
+    sent = statements(queries, p.save)
+    if connection.vendor == "postgresql":
+        assert len(sent) == 1 and "FOR NO KEY UPDATE" in sent[0], sent
+    assert [x.title for x in Post.objects.filter(category=c, visible=True, score=4)] == ["s"]

@@ -18,10 +18,24 @@ PostgreSQL the statement itself can return them:
 
 Only statements whose ``WHERE`` names rows by primary key (what ``save()``, ``delete()`` and
 ``bulk_update()`` send) take this path, so what comes back is bounded by the keys listed.
+
+Most ``save()`` calls keep the columns the schemes need (a slug, a foreign key) as they were,
+and the join and lock above cost PostgreSQL about as much again as the ``UPDATE`` itself. So
+an update of one row whose needed columns are all set to plain values is first sent *guarded*:
+``UPDATE t SET ... WHERE <cond> AND <each needed column> IS NOT DISTINCT FROM <the value it is
+set to> RETURNING <the needed columns>, <the same test on the new row>``. The ``WHERE`` is
+evaluated on the version the statement replaces (at READ COMMITTED, again on the version a
+concurrent writer committed), so a row that comes back had those very values before, and,
+when the second test holds (no trigger changed them), has them after: old and new are one
+row. The comparisons are exact (integers, booleans, UUIDs; text as bytes, collation aside),
+because equal must mean "the same stamp". When nothing comes back (the row is gone, or a
+needed column changes) the locking statement above follows; it costs a round trip, and only
+writes that move a row between stamps pay it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,6 +57,8 @@ _UNKNOWN: Any = object()
 #: Rewritten statements by (statement, delete, vendor, returned columns): the text, the names
 #: of the returned columns, and how many trailing parameters (the WHERE's) are sent twice.
 _rewrites: Memo[tuple[Any, ...], tuple[str, list[str], int] | None] = Memo()
+#: Guarded forms of one-row updates by the same key: text, returned names, repeated parameters.
+_guards: Memo[tuple[Any, ...], tuple[str, list[str], list[int]] | None] = Memo()
 _converters: dict[tuple[int, str], tuple[Any, list[Any], Any]] = {}
 
 
@@ -89,15 +105,50 @@ def run_returning(
         known = _rewrites.put(memo, _rewrite(compiler, connection, sql, params, fields, delete))
     if known is None:
         return None
+    if not delete:
+        guard = _guards.get(memo, _UNKNOWN)
+        if guard is _UNKNOWN:
+            guard = _guards.put(memo, _guarded(compiler, connection, sql, params, fields))
+        if guard is not None:
+            text, names, picks = guard
+            result, rows = _execute(
+                compiler, run, connection, text, (*params, *(params[i] for i in picks)), names
+            )
+            if rows is None or len(rows) > 1:
+                return result, None, None
+            if rows:
+                n = len(fields)
+                if rows[0][n] is not True:  # a trigger changed a needed column
+                    return result, None, None
+                return result, [_converted(connection, fields, rows[0][:n])], []
     rewritten, names, repeated = known
     # Both rewrites keep the parameters in their order (SET values, then the WHERE's); the
     # update's WHERE appears twice, so its parameters follow once more.
     new_params = tuple(params)
     if repeated:
         new_params += new_params[-repeated:]
+    result, returned = _execute(compiler, run, connection, rewritten, new_params, names)
+    if returned is None:
+        return result, None, None
+    n = len(fields)
+    old_rows = [_converted(connection, fields, row[:n]) for row in returned]
+    new_rows = [] if delete else [_converted(connection, fields, row[n:]) for row in returned]
+    return result, old_rows, new_rows
+
+
+def _execute(
+    compiler: Any,
+    run: Callable[[], Any],
+    connection: Any,
+    text: str,
+    params: tuple[Any, ...],
+    names: list[str],
+) -> tuple[Any, list[tuple[Any, ...]] | None]:
+    """Run the write as ``text``; its result and the rows it returned (None if they did not
+    come back: another statement ran on the cursor after it, or the text was not sent)."""
 
     def as_sql(*args: Any, **kwargs: Any) -> Any:
-        return rewritten, new_params
+        return text, params
 
     returned: list[list[tuple[Any, ...]]] = []
 
@@ -107,7 +158,7 @@ def run_returning(
         # own names) tells it from anything else. Not ``cursor.description``: psycopg builds
         # it anew on every call, which costs a save more than the comparison.
         result = execute(sql, params, many, context)
-        if sql is rewritten or rewritten in sql:
+        if sql is text or text in sql:
             rows = context["cursor"].fetchall()
             if all(len(row) == len(names) for row in rows):
                 returned.append(rows)
@@ -119,12 +170,7 @@ def run_returning(
             result = run()
     finally:
         del compiler.as_sql
-    if len(returned) != 1:
-        return result, None, None
-    n = len(fields)
-    old_rows = [_converted(connection, fields, row[:n]) for row in returned[0]]
-    new_rows = [] if delete else [_converted(connection, fields, row[n:]) for row in returned[0]]
-    return result, old_rows, new_rows
+    return result, (returned[0] if len(returned) == 1 else None)
 
 
 def _rewrite(
@@ -167,6 +213,90 @@ def _rewrite(
         + ", ".join(f"{r} AS {qn(name)}" for r, name in zip(returning, names, strict=True))
     )
     return rewritten, names, n_where
+
+
+#: Column types whose SQL equality is identity of the value (and so of its stamp).
+_EXACT_TYPES = frozenset({"integer", "bigint", "smallint", "boolean", "uuid"})
+_TEXT_TYPE = re.compile(r"(varchar(\(\d+\))?|text|citext)")
+
+
+def _guarded(
+    compiler: Any, connection: Any, sql: str, params: Sequence[Any], fields: Sequence[Any]
+) -> tuple[str, list[str], list[int]] | None:
+    """The guarded form of a one-row update (see the module's docstring): its text, the names
+    of the columns it returns, and which of the statement's parameters its guards repeat, in
+    order; None when the update is not of that shape. Like :func:`_rewrite`, it depends only
+    on the statement's text, whose SET list says which values are plain parameters."""
+    query = compiler.query
+    node = query.where.children[0] if len(query.where.children) == 1 else None
+    if not isinstance(node, Exact):
+        return None
+    split = _split_update(compiler, sql, params)
+    if split is None:
+        return None
+    head, where_sql, n_where = split
+    qn = connection.ops.quote_name
+    table = qn(query.model._meta.db_table)
+    prefix = f"UPDATE {table} SET "
+    if not head.startswith(prefix):
+        return None
+    # The SET list, rebuilt from the fields set: each must be ``"col" = %s`` or ``"col" =
+    # NULL`` (an expression, a custom placeholder... is not a value to compare with).
+    position: dict[str, int | None] = {}
+    index = 0
+    rest = head[len(prefix) :]
+    for field, _model, _value in query.values:
+        name = qn(field.column)
+        for form, param in ((f"{name} = %s", True), (f"{name} = NULL", False)):
+            if rest.startswith(form) and rest[len(form) :][:2] in ("", ", "):
+                position[field.column] = index if param else None
+                index += param
+                rest = rest[len(form) + 2 :]
+                break
+        else:
+            return None
+    if rest or index != len(params) - n_where:
+        return None
+    pk = fields[0]
+    if pk.column in position or n_where != 1:
+        return None
+    guards: list[str] = []
+    picks: list[int] = []
+    for field in fields[1:]:
+        kind = _exactness(field, connection)
+        if kind is None or field.column not in position:
+            return None
+        at = position[field.column]
+        column = f"{table}.{qn(field.column)}"
+        if at is None:
+            guards.append(f"{column} IS NULL")
+            continue
+        if kind == "text":
+            column = f'({column}::text COLLATE "C")'
+        guards.append(f"{column} IS NOT DISTINCT FROM %s")
+        picks.append(at)
+    # The same test on the new row, and its key still the one named (no trigger moved them).
+    test = " AND ".join(guards) or "TRUE"
+    same = f"{test} AND {table}.{qn(pk.column)} = %s"
+    names = [f"__freshcache_n{i}" for i in range(len(fields))] + ["__freshcache_same"]
+    returned = [f"{table}.{qn(f.column)}" for f in fields] + [f"({same})"]
+    text = f"{head} WHERE ({where_sql}) AND {test} RETURNING " + ", ".join(
+        f"{r} AS {qn(name)}" for r, name in zip(returned, names, strict=True)
+    )
+    # After the statement's own parameters: the guards', then the test's and the key's.
+    return text, names, [*picks, *picks, len(params) - 1]
+
+
+def _exactness(field: Any, connection: Any) -> str | None:
+    """How :func:`_guarded` compares the column so that equal values are one stamp: "exact"
+    (integers, booleans, UUIDs) or "text" (as bytes); None for the others (numbers with a
+    scale, dates, JSON, arrays...), which take the locking statement."""
+    db_type = (field.db_type(connection) or "").lower()
+    if db_type in _EXACT_TYPES:
+        return "exact"
+    if _TEXT_TYPE.fullmatch(db_type):
+        return "text"
+    return None
 
 
 def _split_update(compiler: Any, sql: str, params: Sequence[Any]) -> tuple[str, str, int] | None:
