@@ -168,3 +168,42 @@ def test_bump_version_reaches_cached_manager(articles: list[Article], queries: A
     with queries() as q:
         by_pk(articles[0].pk)
     assert q.count == 1
+
+
+def test_a_related_manager_keys_its_own_rows() -> None:
+    """``user.articles`` is a CachedManager that filters by its user: each user's value is
+    its own, and a write to one user's articles reaches that value."""
+    bart = User.objects.create(username="bart", name="Bart")
+    ned = User.objects.create(username="ned", name="Ned")
+    mine = Article.objects.create(title="b", author=bart)
+    Article.objects.create(title="n", author=ned)
+    assert [a.title for a in bart.articles.from_cache("mine")] == ["b"]
+    assert [a.title for a in ned.articles.from_cache("mine")] == ["n"]
+    assert [a.title for a in Article.objects.from_cache("mine")] == ["b", "n"]
+    mine.title = "b2"
+    mine.save()
+    assert [a.title for a in bart.articles.from_cache("mine")] == ["b2"]
+    assert [a.title for a in ned.articles.from_cache("mine")] == ["n"]
+    assert [a.title for a in Article.objects.from_cache("mine")] == ["b2", "n"]
+
+
+def test_a_manager_with_a_queryset_of_its_own() -> None:
+    class Featured(CachedManager):
+        def get_queryset(self) -> Any:
+            return super().get_queryset().filter(featured=True)
+
+    featured = Featured()
+    featured.model = Article
+    featured.name = "featured"
+    plain = Article.objects.create(title="plain")
+    star = Article.objects.create(title="star", featured=True)
+    assert [a.title for a in Article.objects.from_cache("all")] == ["plain", "star"]
+    assert [a.title for a in featured.from_cache("all")] == ["star"]
+    pks = [star.pk, plain.pk]
+    for manager, expected in ((featured, [star, None]), (Article.objects, [star, plain])):
+        for _ in range(2):  # computed, then read in one round trip
+
+            def one(pk: Any, manager: Any = manager) -> Any:
+                return manager.from_cache("one:{pk}", {"pk": pk}, one_item=True)
+
+            assert manager.objects_by_pks(one, pks, "one:{pk}") == expected

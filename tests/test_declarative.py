@@ -238,6 +238,24 @@ def test_a_returned_queryset_is_evaluated_before_storing(bill: User, event: Even
     assert LazyParticipationsOnUser(bill).resolve() == [p]
 
 
+def test_a_lazy_queryset_inside_the_value_is_read_in_the_capture(bill: User, event: Event) -> None:
+    """The queryset in the dict runs its query while the value is pickled: still inside the
+    capture, so the value carries that read's stamps and a write to those rows reaches it."""
+
+    class ScoresOnUser(QuerysetCache):
+        model = Participation
+        key_fields = ("user",)
+
+        def get_result(self, user: Any) -> Any:
+            return {"scores": self.get_queryset().filter(user=user).values_list("score")}
+
+    p = Participation.objects.create(user=bill, event=event, score=1)
+    assert list(ScoresOnUser(bill).resolve()["scores"]) == [(1,)]
+    p.score = 2
+    p.save()
+    assert list(ScoresOnUser(bill).resolve()["scores"]) == [(2,)]
+
+
 # -- invalidation paths -----------------------------------------------------------------------
 
 
@@ -787,3 +805,19 @@ def test_every_model_has_model_cache(queries: Any) -> None:
     with queries() as q:
         assert AuthUser.cache.get(id=bob.pk) == bob
     assert q.count == 0
+
+
+def test_id_on_a_multi_table_child_means_its_primary_key(queries: Any) -> None:
+    """A child's primary key is ``place_ptr``; ``id`` (the parent's key, the same value) is
+    accepted as Django's lookups accept it, and shares the value of ``pk``."""
+    from tests.testapp.models import Place, Restaurant
+
+    r = Restaurant.objects.create(name="Roma", serves_pizza=True)
+    assert Restaurant.cache.get(id=r.id) == r
+    with queries() as q:
+        assert Restaurant.cache.get(pk=r.pk).name == "Roma"
+        assert Restaurant.cache.get(place_ptr=r.pk).name == "Roma"
+    assert q.count == 0
+    Place.objects.filter(pk=r.pk).update(name="Milano")  # the parent's table
+    assert Restaurant.cache.get(id=r.id).name == "Milano"
+    assert Place.cache.get(id=r.id).name == "Milano"

@@ -120,8 +120,22 @@ def resolve_key_fields(model: type[Model], names: Sequence[str], owner: str) -> 
 
 
 def canonical(model: type[Model], name: str) -> str:
-    """A key field's name as dispatch compares it (``pk`` becomes the primary key's name)."""
-    return model._meta.pk.name if name == "pk" else name
+    """A key field's name as dispatch compares it: ``pk`` becomes the primary key's name, and
+    so does, on a multi-table child, the parent's key its own links to (``id`` on a child
+    whose primary key is ``parent_ptr``), which Django's lookups accept alike."""
+    pk = model._meta.pk
+    if name == "pk" or name == pk.name:
+        return str(pk.name)
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return name
+    link = pk
+    while link.remote_field is not None and getattr(link.remote_field, "parent_link", False):
+        link = link.target_field
+        if link is field:
+            return str(pk.name)
+    return name
 
 
 # -- cache classes ----------------------------------------------------------------------------

@@ -237,6 +237,7 @@ def run(spec: Spec, compute: Callable[[], Any], found: Found | None = _UNSET) ->
 
 def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
     hard = Plan(keys=spec.hard_keys, registries=(), schemes=(), tables=())
+    data: bytes | SerializationError
     if spec.invalidation:
         with capture.capturing() as recorded:
             tokens = store.read_stamps(hard, spec.timeout)  # before the database, as always
@@ -245,6 +246,9 @@ def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
             else:
                 capture.record(hard.keys, tokens)
             value = compute()
+            # Pickled inside the capture: a lazy queryset nested in the value (a dict of
+            # them) runs its query now, and that read's stamps must be the value's too.
+            data = _dumped(value)
         cache_read.send(sender=spec.model, func=spec.owner, hit=False)
         if recorded.poisoned:
             logger.debug("freshcache: %s not cached: %s", spec.owner, recorded.poisoned)
@@ -254,18 +258,24 @@ def _compute_and_store(spec: Spec, compute: Callable[[], Any]) -> Any:
     else:  # time-only expiry: only invalidate_all and bump_version reach it
         tokens = store.read_stamps(hard, spec.timeout)
         value = compute()
+        data = _dumped(value)
         cache_read.send(sender=spec.model, func=spec.owner, hit=False)
         if tokens is None or not tx.can_store(connections[spec.db]):
             return value
         keys = list(hard.keys)
-    try:
-        data = dumps_signed((_now(), value), dump=_dumps_detached)
-    except SerializationError as exc:
-        logger.debug("freshcache: %s not cached: %s", spec.owner, exc)
+    if isinstance(data, SerializationError):
+        logger.debug("freshcache: %s not cached: %s", spec.owner, data)
         return value
     if store.save_dynamic(spec.key, keys, tokens, data, spec.timeout):
         hints.put(spec.key, keys)
     return value
+
+
+def _dumped(value: Any) -> bytes | SerializationError:
+    try:
+        return dumps_signed((_now(), value), dump=_dumps_detached)
+    except SerializationError as exc:
+        return exc
 
 
 class _DetachingPickler(pickle.Pickler):

@@ -40,7 +40,7 @@ from freshcache.declarative import (
 )
 from freshcache.exceptions import FreshcacheError, ImproperlyConfigured
 from freshcache.fallback import MISS, Spec, default_timeout, fetch, run, served
-from freshcache.keys import call_key
+from freshcache.keys import call_key, key_text
 
 __all__ = [
     "CacheNotRegistered",
@@ -180,8 +180,9 @@ class ModelCacheManager:
 
     def _field_name(self, name: str) -> str:
         opts = self.model._meta
-        if name == "pk":
-            return opts.pk.name
+        name = canonical(self.model, name)
+        if name == opts.pk.name:
+            return name
         try:
             return str(opts.get_field(name).name)  # Django finds ``<fk>_id`` too
         except FieldDoesNotExist:
@@ -349,8 +350,15 @@ class CachedManager(models.Manager):
         # The parameters too: a template need not name them all, and ``None`` and ``"None"``
         # format alike.
         lookups = {k: v.pk if isinstance(v, Model) else v for k, v in params.items()}
+        # A related manager (``user.articles``) or a subclass's own get_queryset() filters:
+        # its query is part of the key, or two users' articles would share one value.
+        scope = (
+            None
+            if type(self).get_queryset is CachedManager.get_queryset
+            else key_text(self.get_queryset())
+        )
         return Spec(
-            key=call_key(key_prefix(db), "m", model._meta.label_lower, (db, text, lookups)),
+            key=call_key(key_prefix(db), "m", model._meta.label_lower, (db, text, lookups, scope)),
             model=model,
             db=db,
             timeout=self.timeout or default_timeout(model, owner),
@@ -419,7 +427,10 @@ class CachedManager(models.Manager):
         ``get_item_func(pk)`` called for the others only. ``get_item_func`` is typically
         ``lambda pk: manager.from_cache(cache_key, {dict_key: pk}, one_item=True)``."""
         pks = list(pks)
-        specs = [self._spec(_key_text(cache_key, {dict_key: pk}), {dict_key: pk}) for pk in pks]
+        try:
+            specs = [self._spec(_key_text(cache_key, {dict_key: pk}), {dict_key: pk}) for pk in pks]
+        except TypeError:  # a value with no stable text: nothing to read in one round trip
+            return [get_item_func(pk) for pk in pks]
         results = []
         for pk, spec, found in zip(pks, specs, fetch(specs), strict=True):
             value = served(spec, found)
