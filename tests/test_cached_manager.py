@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.db.models.manager import BaseManager
 
-from freshcache import CachedManager, bump_version
+from freshcache import CachedManager, NotInt, bump_version
 from freshcache.fallback import hints
 from tests.flashapp.helpers import Calls, backend_calls
 from tests.flashapp.models import Article, User
@@ -110,7 +110,7 @@ def test_int_only_and_none_on_error(articles: list[Article], queries: Any) -> No
     assert q.count == 0
     assert get("five") is None
     assert get(None) is None
-    with pytest.raises(ValueError, match="not integers"):
+    with pytest.raises(NotInt, match="not integers"):
         get("five", none_on_error=False)
     assert get(9999) is None  # a missing row, cached as None until it appears
     with queries() as q:

@@ -597,6 +597,14 @@ def test_model_cache_dispatch_and_normalisation(bill: User, event: Event, querie
     assert type(Participation.cache.get_query(user=bill, event_id=1)) is (
         ParticipationCacheOnUserEvent
     )
+    # flash's names: the class for a set of key fields, and the key a get() reads.
+    assert Participation.cache.get_cache_class_for("event", "user") is (
+        ParticipationCacheOnUserEvent
+    )
+    key = Participation.cache.get_key(user=bill, event=event)
+    assert key == ParticipationCacheOnUserEvent.get_key(bill, event)
+    assert key == ParticipationCacheOnUserEvent(user=bill.pk, event=event.pk).key
+    assert key != Participation.cache.get_key(user=bill, event_id=event.pk + 1)
     assert Event.cache.get(slug="pycon") == event  # declared in CacheMeta
     assert Avatar.cache.get_or_none(pk=999) is None  # every model: keyed on its pk
     with pytest.raises(CacheNotRegistered) as excinfo:

@@ -22,7 +22,7 @@ from freshcache.invalidation import (
     invalidate_obj,
     no_invalidation,
 )
-from freshcache.managers import CachedManager, ModelCacheManager
+from freshcache.managers import CachedManager, ModelCacheManager, NotInt
 from freshcache.simple import CacheMiss, FileCache, cache, file_cache
 
 __version__ = "0.1.0.dev0"
@@ -44,6 +44,7 @@ __all__ = [
     "InstanceCache",
     "ModelCacheManager",
     "ModelCacheManger",
+    "NotInt",
     "QuerysetCache",
     "UncacheableQuery",
     "__version__",

@@ -277,6 +277,11 @@ class ModelCache(abc.ABC):
         name = f"{type(self).__name__}:v{type(self).version}"
         return call_key(key_prefix(self.db), "d", name, self._parts)
 
+    @classmethod
+    def get_key(cls, *args: Any, **kwargs: Any) -> str:
+        """flash's spelling of ``Cache(*args, **kwargs).key``, callable on the class."""
+        return cls(*args, **kwargs).key
+
     def spec(self) -> Spec:
         cls = type(self)
         lock = cls.lock

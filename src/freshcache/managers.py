@@ -46,6 +46,7 @@ __all__ = [
     "CacheNotRegistered",
     "CachedManager",
     "ModelCacheManager",
+    "NotInt",
     "manager_for",
     "merged_options",
     "setup",
@@ -211,6 +212,14 @@ class ModelCacheManager:
     def filter_query(self, **kwargs: Any) -> ModelCache:
         return self.cache_class_for("filter", kwargs)(**kwargs)
 
+    def get_key(self, **kwargs: Any) -> str:
+        """flash's name for the key ``get(**kwargs)`` reads: ``get_query(**kwargs).key``."""
+        return self.get_query(**kwargs).key
+
+    def get_cache_class_for(self, *names: str) -> type[ModelCache]:
+        """flash's name for the class ``get()`` uses for these key field names."""
+        return self.cache_class_for("get", names)
+
     def get(self, **kwargs: Any) -> Any:
         """Like ``Model.objects.get(**kwargs)``, from the cache; raises ``DoesNotExist``."""
         return self.get_query(**kwargs).resolve()
@@ -335,6 +344,12 @@ def _key_text(cache_key: str, params: Mapping[str, Any]) -> str:
     return cache_key % values if "%(" in cache_key else cache_key.format(**values)
 
 
+class NotInt(ValueError):
+    """``from_cache(int_only=True, none_on_error=False)`` got a value that is not an integer.
+
+    The cached-manager package's name for it; a ``ValueError`` too."""
+
+
 class CachedManager(models.Manager):
     """``objects = CachedManager()``: ``from_cache`` and ``objects_by_pks``, invalidated
     automatically. ``timeout`` defaults to the model's profile, else FRESHCACHE_DEFAULTS."""
@@ -391,7 +406,7 @@ class CachedManager(models.Manager):
             except (TypeError, ValueError):
                 if none_on_error:
                     return None
-                raise ValueError(
+                raise NotInt(
                     f"from_cache({cache_key!r}, int_only=True): not integers: {params!r}"
                 ) from None
         lookups = {**params, **(const_kwargs or {})}
