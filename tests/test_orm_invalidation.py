@@ -30,6 +30,7 @@ from tests.testapp.models import (
     Place,
     Post,
     Profile,
+    Qualified,
     Restaurant,
     Tag,
     VisiblePost,
@@ -681,6 +682,35 @@ def test_a_field_whose_pre_save_differs_from_its_attribute(queries: Any) -> None
     assert list(Member.objects.filter(handle="alice").values_list("level")) == [(0,)]
     Member.objects.bulk_create([Member(handle="BOB")])
     assert Member.objects.filter(handle="bob").count() == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        'UPDATE "public"."testapp_qualified" SET text = %s',
+        "UPDATE public.testapp_qualified SET text = %s",
+        "UPDATE testapp_qualified SET text = %s",
+        'DELETE FROM "testapp_qualified" WHERE text <> %s',
+        "TRUNCATE testapp_qualified",
+    ],
+)
+def test_raw_sql_on_a_table_whose_model_names_its_schema(queries: Any, statement: str) -> None:
+    """The model's db_table is '"public"."testapp_qualified"' (on PostgreSQL): a statement
+    naming the table with or without its schema reaches its stamps."""
+    Qualified.objects.nocache().all().delete()  # not flushed between tests (see the model)
+    try:
+        Qualified.objects.create(text="a")
+        read = lambda: list(Qualified.objects.values_list("text", flat=True))  # noqa: E731
+        cached(queries, read)
+        if connection.vendor != "postgresql":  # no schemas, no TRUNCATE: the same, plainly
+            statement = statement.replace('"public".', "").replace("public.", "")
+            statement = statement.replace("TRUNCATE", "DELETE FROM")
+        with connection.cursor() as cursor:
+            cursor.execute(statement, ["v"] if "%s" in statement else None)
+        assert read() == list(Qualified.objects.nocache().values_list("text", flat=True))
+        assert read() != ["a"]
+    finally:
+        Qualified.objects.nocache().all().delete()
 
 
 def test_raw_sql_naming_a_table_in_another_case(queries: Any) -> None:

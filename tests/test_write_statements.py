@@ -526,3 +526,20 @@ def test_which_saves_are_guarded(queries: Any) -> None:
     if connection.vendor == "postgresql":
         assert len(sent) == 1 and "FOR NO KEY UPDATE" in sent[0], sent
     assert [x.title for x in Post.objects.filter(category=c, visible=True, score=4)] == ["s"]
+
+
+def test_writes_to_no_rows_by_an_empty_key_list(queries: Any) -> None:
+    """``pk__in=[]``: Django sends nothing and reports 0 rows; so must a pinned write, and a
+    multi-table child's update, which Django narrows to ``pk IN ()`` when nothing matches."""
+    from tests.testapp.models import Restaurant
+
+    c = Category.objects.create(title="c", slug="c")
+    r = Restaurant.objects.create(name="r", serves_pizza=True)
+    assert Category.objects.get(slug="c").pk == c.pk  # schemes: the writes read old values
+    assert [x.pk for x in Restaurant.objects.filter(name="r", serves_pizza=True)] == [r.pk]
+    assert Category.objects.filter(pk__in=[]).update(title="t") == 0
+    assert Category.objects.filter(pk__in=[]).delete() == (0, {})
+    assert Restaurant.objects.filter(name="none").update(name="x", serves_pizza=False) == 0
+    assert Category.objects.get(slug="c").title == "c"
+    assert Restaurant.objects.filter(name="r").update(name="s", serves_pizza=False) == 1
+    assert list(Restaurant.objects.filter(name="r", serves_pizza=True)) == []

@@ -191,30 +191,40 @@ def _one(sql: str) -> tuple[str, ...]:
 
 #: Databases whose table names match whatever their case, quoted or not.
 _CASELESS = frozenset({"sqlite", "mysql"})
-_by_lower: dict[str, tuple[str, ...]] | None = None
+#: The installed models' tables by the name a statement may give them: exact, and lowercased.
+_by_name: tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]] | None = None
 
 
 def _forget(**kwargs: Any) -> None:
-    global _by_lower
-    _by_lower = None
+    global _by_name
+    _by_name = None
 
 
 class_prepared.connect(_forget, dispatch_uid="freshcache.rawsql")
 
 
 def model_tables(tables: tuple[str, ...], vendor: str) -> tuple[str, ...]:
-    """``tables`` with the installed models' tables they mean: SQLite (and MySQL on
-    case-insensitive file systems) take ``UPDATE blog_Post`` for ``"blog_post"``."""
-    global _by_lower
-    if vendor not in _CASELESS:
-        return tables
-    if _by_lower is None:
-        by_lower: dict[str, tuple[str, ...]] = {}
+    """``tables`` with the installed models' tables they mean.
+
+    Stamps are named after ``db_table`` as the model spells it. A model may name its schema
+    (``db_table = '"public"."blog_post"'``), which a statement need not (``UPDATE blog_post``);
+    and SQLite (and MySQL on case-insensitive file systems) take ``UPDATE blog_Post`` for
+    ``"blog_post"``. A schema a statement names is not compared: another schema's table of
+    the same name invalidates too, which is only coarser."""
+    global _by_name
+    if _by_name is None:
+        exact: dict[str, tuple[str, ...]] = {}
+        lower: dict[str, tuple[str, ...]] = {}
         for model in apps.get_models(include_auto_created=True):
             table = model._meta.db_table
-            by_lower[table.lower()] = (*by_lower.get(table.lower(), ()), table)
-        _by_lower = by_lower
+            # Django quotes db_table as one name unless it comes quoted (schema and table).
+            name = _table(table) if table[:1] in '"`[' else table
+            exact[name] = (*exact.get(name, ()), table)
+            lower[name.lower()] = (*lower.get(name.lower(), ()), table)
+        _by_name = exact, lower
+    caseless = vendor in _CASELESS
+    index = _by_name[1] if caseless else _by_name[0]
     found = dict.fromkeys(tables)
     for table in tables:
-        found.update(dict.fromkeys(_by_lower.get(table.lower(), ())))
+        found.update(dict.fromkeys(index.get(table.lower() if caseless else table, ())))
     return tuple(found)

@@ -39,6 +39,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models.expressions import Col
 from django.db.models.lookups import Exact, In
@@ -91,7 +92,10 @@ def run_returning(
     query = compiler.query
     if not delete and getattr(query, "related_updates", None):
         return None
-    sql, params = compiler.as_sql()
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:  # ``pk__in=[]``: Django sends nothing and reports 0 rows
+        return run(), [], []
     if not sql or " RETURNING " in sql.upper():
         return None
     memo = (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Value
 from django.db.models.functions import Concat
@@ -117,6 +118,20 @@ class Note(models.Model):
 
     class Meta:
         db_table = "TestApp_Note"
+
+
+class Qualified(models.Model):
+    """A table named with its schema, as Django allows on PostgreSQL (SQLite has no schemas).
+    Django's flush between tests does not see such a table: tests empty it themselves."""
+
+    text = models.CharField(max_length=50)
+
+    class Meta:
+        db_table = (
+            '"public"."testapp_qualified"'
+            if "postgresql" in settings.DATABASES["default"]["ENGINE"]
+            else "testapp_qualified"
+        )
 
 
 if hasattr(models, "GeneratedField"):  # Django 5.0+: columns the database computes
