@@ -396,6 +396,31 @@ def test_view_cached_by_path_and_query_string(c1: Category) -> None:
     assert view(rf.get("/list/")).content == b"1 "
     assert view(rf.head("/list/")).content == b"1 "
     assert calls.n == 3
+    view.invalidate(rf.get("/list/").build_absolute_uri())  # type: ignore[attr-defined]
+    assert view(rf.get("/list/")).content == b"1 "
+    assert calls.n == 4
+
+
+def test_cacheops_keyword_arguments_are_accepted(c1: Category) -> None:
+    """``keep_fresh`` is what freshcache always does; a view keyed with a callable ``extra``
+    needs the request to be invalidated, which the error says."""
+    calls = Calls()
+
+    @cached_as(Post, keep_fresh=True)
+    def count() -> int:
+        calls()
+        return Post.objects.count()
+
+    assert count() == count() == 0
+    Post.objects.create(title="a", category=c1)
+    assert count() == 1 and calls.n == 2
+
+    @cached_view_as(Post, extra=lambda request: request.GET.get("u"), keep_fresh=True)
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(str(Post.objects.count()))
+
+    with pytest.raises(TypeError, match="pass .invalidate.. the request"):
+        view.invalidate("http://testserver/v/")  # type: ignore[attr-defined]
 
 
 def test_view_only_caches_successful_get(c1: Category) -> None:

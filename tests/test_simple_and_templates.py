@@ -67,6 +67,13 @@ def test_cached_decorator(any_cache: Any) -> None:
     compute.invalidate(1)  # type: ignore[attr-defined]
     assert compute(1) == 103
     assert compute.key(1) != compute.key(2)  # type: ignore[attr-defined]
+    # The key is a string for any_cache.get(), with django-cacheops' methods on it too.
+    key = compute.key(2)  # type: ignore[attr-defined]
+    assert any_cache.get(key) == key.get() == 202
+    key.delete()
+    assert compute(2) == 204
+    key.set(42)
+    assert compute(2) == 42 == any_cache.get(str(key))
 
 
 def test_cached_view(any_cache: Any) -> None:
@@ -81,6 +88,18 @@ def test_cached_view(any_cache: Any) -> None:
     assert view(rf.get("/a/")).content == b"1"
     assert view(rf.get("/a/?x=1")).content == b"2"
     assert view(rf.post("/a/")).content == b"3"
+    # cacheops' invalidate() takes the request, or its absolute URI (with or without Host).
+    view.invalidate(rf.get("/a/"))  # type: ignore[attr-defined]
+    assert view(rf.get("/a/")).content == b"4"
+    view.invalidate(rf.get("/a/").build_absolute_uri())  # type: ignore[attr-defined]
+    assert view(rf.get("/a/")).content == b"5"
+    hosted = rf.get("/a/?x=1", HTTP_HOST="example.com")
+    assert view(hosted).content == b"6"
+    assert view(hosted).content == b"6"
+    view.invalidate("https://example.com/a/?x=1")  # type: ignore[attr-defined]
+    assert view(hosted).content == b"7"
+    # A URI cannot say whether its request sent Host: the entry without one goes too.
+    assert view(rf.get("/a/?x=1")).content == b"8"
 
 
 def test_expired_entry_is_a_miss(tmp_path: Path) -> None:
@@ -209,11 +228,55 @@ def test_decorator_tag() -> None:
     assert template.render(Context({"c": calls})).strip() == "2"
 
 
+def test_decorator_tag_with_context_and_keywords() -> None:
+    """cacheops' ``decorator_tag(takes_context=True)``: the factory gets the context first,
+    and the tag's arguments may be named."""
+    from django.template import engines
+
+    from freshcache.templatetags.freshcache import register
+
+    calls = Calls()
+
+    @register.decorator_tag(takes_context=True)
+    def per_user(context: Any, timeout: int, name: str = "u") -> Any:
+        return cached_as(Post, timeout=timeout, extra=(name, context["who"]))
+
+    engine = engines["django"].engine
+    engine.template_libraries["freshcache"] = register
+    template = engine.from_string(
+        "{% load freshcache %}{% per_user timeout=60 %}{{ c }}{% endper_user %}"
+    )
+    assert template.render(Context({"c": calls, "who": "ann"})).strip() == "1"
+    assert template.render(Context({"c": calls, "who": "ann"})).strip() == "1"
+    assert template.render(Context({"c": calls, "who": "bob"})).strip() == "2"
+
+
 def test_bad_tag_usage_is_a_syntax_error() -> None:
     from django.template import TemplateSyntaxError
 
-    with pytest.raises(TemplateSyntaxError, match="usage"):
+    with pytest.raises(TemplateSyntaxError, match="fragment_name"):
         render("{% cached 60 %}x{% endcached %}")
+    with pytest.raises(TemplateSyntaxError, match="queryset"):
+        render("{% cached_as timeout=60 fragment_name='x' %}x{% endcached_as %}")
+    with pytest.raises(TemplateSyntaxError, match="unexpected keyword argument 'nam'"):
+        render("{% cached 60 nam='x' %}x{% endcached %}")
+
+
+def test_tags_take_keyword_arguments_as_in_cacheops() -> None:
+    """``{% cached timeout=60 fragment_name='b' %}`` is the positional form's fragment."""
+    calls = Calls()
+    positional = "{% cached 60 'b' who %}{{ calls }}{% endcached %}"
+    named = "{% cached timeout=60 fragment_name='b' %}{{ calls }}{% endcached %}"
+    assert render(named, calls=calls) == "1"
+    assert render(named, calls=calls) == "1"
+    assert render(positional, calls=calls, who="ann") == "2"
+    invalidate_fragment("b")
+    assert render(named, calls=calls) == "3"
+    source = "{% cached_as posts fragment_name='n' timeout=60 %}{{ calls }}{% endcached_as %}"
+    assert render(source, posts=Post.objects.all(), calls=calls) == "4"
+    assert render(source, posts=Post.objects.all(), calls=calls) == "4"
+    Post.objects.create(title="a", category=Category.objects.create(title="c", slug="c"))
+    assert render(source, posts=Post.objects.all(), calls=calls) == "5"
 
 
 # -- Jinja2 -----------------------------------------------------------------------------------

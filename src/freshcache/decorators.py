@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 
 from freshcache import capture
 from freshcache import transaction as tx
@@ -36,6 +36,7 @@ from freshcache.keys import call_key, func_name
 from freshcache.serializers import dumps_signed, loads_signed
 from freshcache.signals import cache_read
 from freshcache.store import Plan, store
+from freshcache.views import cacheable_response, request_key, view_extra, view_wrapper
 
 __all__ = ["cached_as", "cached_view_as"]
 
@@ -270,6 +271,7 @@ def cached_as(
     extra: Any = None,
     lock: bool | None = None,
     key_func: Callable[..., Any] | None = None,
+    keep_fresh: bool = True,
 ) -> Callable[[F], F]:
     """Cache a function's result until one of ``samples`` changes.
 
@@ -278,6 +280,8 @@ def cached_as(
     ``extra`` (a value, or a callable receiving the call's arguments) goes into the key; so do
     the arguments themselves. The wrapper has ``.invalidate(*args, **kwargs)`` and
     ``.key(*args, **kwargs)``. ``lock=True`` makes concurrent misses wait for one computation.
+    ``keep_fresh`` is accepted for django-cacheops' sake: a result computed while a sample
+    changed is never stored, whatever it says.
     """
     return _decorator(samples, timeout, extra, key_func, "f", lock=lock)
 
@@ -395,84 +399,13 @@ def _decorator(
 # -- views ------------------------------------------------------------------------------------
 
 
-def cacheable_response(response: Any, request: Any = None, per_user_ok: bool = False) -> bool:
-    """Whether a view's response may be stored and served to other requests.
-
-    Only complete 200 responses, never streaming ones, never ones that set cookies (they would
-    be replayed to everyone) or carry a CSRF token (it belongs to one visitor). A response that
-    may differ per user (``Vary: Cookie``/``Authorization``, the session read, ``request.user``
-    loaded: the middleware adds ``Vary`` only after the view returns) is stored only when the
-    caller's key already tells users apart (``per_user_ok``: an ``extra`` was given).
-    """
-    if not isinstance(response, HttpResponse) or response.status_code != 200:
-        return False
-    if getattr(response, "streaming", False):
-        return False
-    if hasattr(response, "render") and not getattr(response, "is_rendered", True):
-        response.render()  # a TemplateResponse: store the rendered page
-    reason = _personal(response, request)
-    if reason is None:
-        return True
-    if per_user_ok and reason in ("varies", "session", "user"):
-        return True
-    logger.debug("freshcache: response not cached (%s)", reason)
-    return False
-
-
-def _personal(response: HttpResponse, request: Any) -> str | None:
-    if response.cookies:
-        return "cookies"
-    meta = getattr(request, "META", {})
-    if meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"):
-        return "csrf"
-    vary = {v.strip().lower() for v in response.get("Vary", "").split(",") if v.strip()}
-    if vary & {"cookie", "authorization", "*"}:
-        return "varies"
-    session = getattr(request, "session", None)
-    if session is not None and getattr(session, "accessed", False):
-        return "session"
-    if getattr(request, "_cached_user", None) is not None:
-        return "user"
-    return None
-
-
-def request_key(request: HttpRequest) -> str:
-    """Host, path and query string: what a view's response is keyed on (with ``extra``)."""
-    return f"{request.META.get('HTTP_HOST', '')}{request.get_full_path()}"
-
-
-def view_wrapper(view: Callable[..., Any], inner: Callable[..., Any]) -> Any:
-    """Send GET and HEAD to the cached ``inner``, other methods straight to the view; async
-    views get an async wrapper."""
-    if inspect.iscoroutinefunction(view):
-
-        @functools.wraps(view)
-        async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if request.method not in ("GET", "HEAD"):
-                return await view(request, *args, **kwargs)
-            return await inner(request, *args, **kwargs)
-
-        wrapper: Any = async_view
-    else:
-
-        @functools.wraps(view)
-        def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if request.method not in ("GET", "HEAD"):
-                return view(request, *args, **kwargs)
-            return inner(request, *args, **kwargs)
-
-        wrapper = sync_view
-    wrapper.invalidate = inner.invalidate  # type: ignore[attr-defined]
-    wrapper.key = inner.key  # type: ignore[attr-defined]
-    return wrapper
-
-
 def cached_view_as(
     *samples: Any,
     timeout: int | None = None,
     extra: Any = None,
     lock: bool | None = None,
     key_func: Callable[..., Any] | None = None,
+    keep_fresh: bool = True,
 ) -> Callable[[F], F]:
     """Cache a view's response like ``cached_as``: GET and HEAD only, 200 only, never a
     streaming response. The key is the host, path and query string plus ``extra`` (a callable
@@ -485,8 +418,7 @@ def cached_view_as(
             return cacheable_response(response, args[0] if args else None, extra is not None)
 
         def parts(request: HttpRequest, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-            extra_value = extra(request, *args, **kwargs) if callable(extra) else extra
-            return (request_key(request), extra_value), {}
+            return (request_key(request), view_extra(extra, request, *args, **kwargs)), {}
 
         inner = _decorator(samples, timeout, None, key_func, "v", accept, parts, lock)(view)
         return view_wrapper(view, inner)

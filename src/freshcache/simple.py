@@ -29,7 +29,7 @@ from freshcache.keys import call_key, func_name
 from freshcache.serializers import dumps_signed, loads_signed
 from freshcache.signals import cache_read
 
-__all__ = ["CacheMiss", "FileCache", "RedisCache", "cache", "file_cache"]
+__all__ = ["CacheKey", "CacheMiss", "FileCache", "RedisCache", "cache", "file_cache"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_TIMEOUT = 60 * 60
@@ -38,6 +38,29 @@ TMP_PREFIX = ".tmp-"
 
 class CacheMiss(Exception):
     """Raised by ``get`` when the key holds nothing (usable: ``None`` is a valid value)."""
+
+
+class CacheKey(str):
+    """What ``.key(*args)`` of a ``cached``/``cached_view`` function returns: the key (a string,
+    for ``cache.get(key)``) with django-cacheops' methods bound to its cache and timeout."""
+
+    _cache: BaseCache
+    _timeout: int | None
+
+    def __new__(cls, key: str, cache: BaseCache, timeout: int | None) -> CacheKey:
+        self = super().__new__(cls, key)
+        self._cache, self._timeout = cache, timeout
+        return self
+
+    def get(self) -> Any:
+        """The value stored under this key; ``CacheMiss`` when there is none."""
+        return self._cache.get(self)
+
+    def set(self, value: Any) -> None:
+        self._cache.set(self, value, self._timeout)
+
+    def delete(self) -> None:
+        self._cache.delete(self)
 
 
 class BaseCache(abc.ABC):
@@ -72,11 +95,15 @@ class BaseCache(abc.ABC):
     ) -> Callable[[F], F]:
         """Cache a view's 200 responses to GET and HEAD for ``timeout`` seconds, keyed by the
         path and query string (plus ``extra(request, ...)``)."""
-        from freshcache.decorators import cacheable_response, request_key, view_wrapper
+        from freshcache.views import (
+            cacheable_response,
+            request_key,
+            view_extra,
+            view_wrapper,
+        )
 
         def parts(request: HttpRequest, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-            extra_value = extra(request, *args, **kwargs) if callable(extra) else extra
-            return (request_key(request), extra_value), {}
+            return (request_key(request), view_extra(extra, request, *args, **kwargs)), {}
 
         def accept(response: Any, args: tuple[Any, ...]) -> bool:
             return cacheable_response(response, args[0] if args else None, extra is not None)
@@ -102,7 +129,7 @@ class BaseCache(abc.ABC):
         def decorate(func: F) -> F:
             name = func_name(func)
 
-            def key(*args: Any, **kwargs: Any) -> str:
+            def key(*args: Any, **kwargs: Any) -> CacheKey:
                 if parts is not None:
                     args, kwargs = parts(*args, **kwargs)
                 extra_value = extra(*args, **kwargs) if callable(extra) else extra
@@ -110,7 +137,7 @@ class BaseCache(abc.ABC):
                     key_parts: tuple[Any, ...] = (str(key_func(func, args, kwargs, extra_value)),)
                 else:
                     key_parts = (args, kwargs, extra_value)
-                return call_key("", kind, name, key_parts)
+                return CacheKey(call_key("", kind, name, key_parts), cache, timeout)
 
             def lookup(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str | None, Any]:
                 if not settings.ENABLED:

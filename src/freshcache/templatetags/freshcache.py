@@ -5,50 +5,91 @@
     {% cached 600 "sidebar" request.user.is_staff %}...{% endcached %}
     {% cached_as articles 600 "article-list" page %}...{% endcached_as %}
 
-``Library.decorator_tag`` turns a function returning a decorator into a block tag whose body is
-rendered through that decorator, as the seed's ``cached_as`` tag is built.
+Arguments are template expressions, positional or ``name=value`` (``{% cached timeout=600
+fragment_name="sidebar" %}``), as in django-cacheops. ``Library.decorator_tag`` turns a
+function returning a decorator into a block tag whose body is rendered through that decorator,
+as the seed's ``cached_as`` tag is built.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from django import template
 from django.template.base import FilterExpression, NodeList, Parser, Token
 from django.template.context import Context
+from django.template.library import parse_bits
 
 from freshcache.fragments import fragment_function, render_cached, render_cached_as
 
 __all__ = ["Library", "register"]
 
+Args = tuple[list[FilterExpression], dict[str, FilterExpression]]
+
+
+def _parse(parser: Parser, token: Token, func: Callable[..., Any], takes_context: bool) -> Args:
+    """The tag's arguments, checked against ``func``'s signature as Django's ``simple_tag``
+    checks them (a ``TemplateSyntaxError`` names what is missing or unexpected)."""
+    spec = inspect.getfullargspec(func)
+    name = token.split_contents()[0]
+    return parse_bits(
+        parser,
+        token.split_contents()[1:],
+        spec.args,
+        spec.varargs,
+        spec.varkw,
+        spec.defaults,
+        spec.kwonlyargs,
+        spec.kwonlydefaults,
+        takes_context,
+        name,
+    )
+
+
+def _resolve(args: Args, context: Context) -> tuple[list[Any], dict[str, Any]]:
+    return (
+        [a.resolve(context) for a in args[0]],
+        {k: v.resolve(context) for k, v in args[1].items()},
+    )
+
 
 class DecoratorNode(template.Node):
     def __init__(
-        self, decorator_factory: Callable[..., Any], args: list[FilterExpression], body: NodeList
+        self, decorator_factory: Callable[..., Any], args: Args, body: NodeList, context: bool
     ) -> None:
         self.decorator_factory = decorator_factory
         self.args = args
         self.body = body
+        self.takes_context = context
 
     def render(self, context: Context) -> str:
-        values = [arg.resolve(context) for arg in self.args]
-        decorator = self.decorator_factory(*values)
+        values, named = _resolve(self.args, context)
+        if self.takes_context:
+            values.insert(0, context)
+        decorator = self.decorator_factory(*values, **named)
         return str(decorator(fragment_function(lambda: self.body.render(context)))())
 
 
 class Library(template.Library):
-    def decorator_tag(self, func: Callable[..., Any] | None = None, name: str | None = None) -> Any:
-        """Register ``func`` (returning a decorator) as a block tag ``{% name args %}``."""
+    def decorator_tag(
+        self,
+        func: Callable[..., Any] | None = None,
+        name: str | None = None,
+        takes_context: bool = False,
+    ) -> Any:
+        """Register ``func`` (returning a decorator) as a block tag ``{% name args %}``; with
+        ``takes_context``, ``func`` gets the template context first, as in ``simple_tag``."""
 
         def register_tag(factory: Callable[..., Any]) -> Callable[..., Any]:
             tag_name = name or factory.__name__
 
             def compile_tag(parser: Parser, token: Token) -> DecoratorNode:
-                bits = token.split_contents()[1:]
+                args = _parse(parser, token, factory, takes_context)
                 body = parser.parse((f"end{tag_name}",))
                 parser.delete_first_token()
-                return DecoratorNode(factory, [parser.compile_filter(b) for b in bits], body)
+                return DecoratorNode(factory, args, body, takes_context)
 
             self.tag(tag_name, compile_tag)
             return factory
@@ -59,20 +100,32 @@ class Library(template.Library):
 register = Library()
 
 
+def _cached(timeout: Any, fragment_name: Any, *extra: Any) -> None:
+    """The signature of ``{% cached %}``: checked when the template compiles."""
+
+
+def _cached_as(queryset: Any, timeout: Any, fragment_name: Any, *extra: Any) -> None:
+    """The signature of ``{% cached_as %}``."""
+
+
 class _CachedNode(template.Node):
-    def __init__(self, args: list[FilterExpression], body: NodeList, with_sample: bool) -> None:
+    def __init__(self, args: Args, body: NodeList, with_sample: bool) -> None:
         self.args = args
         self.body = body
         self.with_sample = with_sample
 
     def render(self, context: Context) -> str:
-        values = [arg.resolve(context) for arg in self.args]
+        values, named = _resolve(self.args, context)
+        bound = inspect.signature(_cached_as if self.with_sample else _cached).bind(
+            *values, **named
+        )
+        arguments = bound.arguments
         render = lambda: self.body.render(context)  # noqa: E731
+        timeout, name = _seconds(arguments["timeout"]), str(arguments["fragment_name"])
+        extra = tuple(arguments.get("extra", ()))
         if self.with_sample:
-            sample, timeout, name, *extra = values
-            return render_cached_as(render, sample, _seconds(timeout), str(name), tuple(extra))
-        timeout, name, *extra = values
-        return render_cached(render, _seconds(timeout), str(name), tuple(extra))
+            return render_cached_as(render, arguments["queryset"], timeout, name, extra)
+        return render_cached(render, timeout, name, extra)
 
 
 def _seconds(value: Any) -> int | None:
@@ -80,16 +133,11 @@ def _seconds(value: Any) -> int | None:
 
 
 def _block(with_sample: bool, tag: str) -> Callable[[Parser, Token], _CachedNode]:
-    least = 3 if with_sample else 2
-
     def compile_tag(parser: Parser, token: Token) -> _CachedNode:
-        bits = token.split_contents()[1:]
-        if len(bits) < least:
-            usage = "queryset timeout fragment_name" if with_sample else "timeout fragment_name"
-            raise template.TemplateSyntaxError(f"usage: {{% {tag} {usage} [extra ...] %}}")
+        args = _parse(parser, token, _cached_as if with_sample else _cached, False)
         body = parser.parse((f"end{tag}",))
         parser.delete_first_token()
-        return _CachedNode([parser.compile_filter(b) for b in bits], body, with_sample)
+        return _CachedNode(args, body, with_sample)
 
     return compile_tag
 
