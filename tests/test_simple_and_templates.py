@@ -310,11 +310,21 @@ def test_jinja2_cached_as(env: jinja2.Environment) -> None:
     assert template.render(posts=Post.objects.filter(category=c1)) == "a;"
 
 
-def test_jinja2_rejects_unknown_arguments_and_unnamed_fragments(env: jinja2.Environment) -> None:
+def test_jinja2_rejects_unknown_arguments(env: jinja2.Environment) -> None:
     with pytest.raises(jinja2.TemplateSyntaxError, match="unknown argument"):
         env.from_string("{% cached timout=60, name='x' %}x{% endcached %}")
-    with pytest.raises(jinja2.TemplateSyntaxError, match="needs name"):
-        env.from_string("{% cached timeout=60 %}x{% endcached %}")
+
+
+def test_jinja2_fragments_of_templates_without_a_name(env: jinja2.Environment) -> None:
+    """``from_string()`` templates: the fragment is named after the source's digest and its
+    line, so two templates never share one, and the same source always does."""
+    calls = Calls()
+    one = "Hello, {% cached %}{{ c() }}{% endcached %}"
+    other = "Bye, {% cached %}{{ c() }}{% endcached %}"
+    assert env.from_string(one).render(c=calls) == "Hello, 1"
+    assert env.from_string(one).render(c=calls) == "Hello, 1"
+    assert env.from_string(other).render(c=calls) == "Bye, 2"
+    assert env.from_string(other).render(c=calls) == "Bye, 2"
 
 
 def test_jinja2_named_templates_name_their_fragments(tmp_path: Path) -> None:

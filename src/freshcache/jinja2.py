@@ -6,11 +6,14 @@
     {% cached_as articles, timeout=600, extra=page %}...{% endcached_as %}
 
 A fragment is named by its template and line unless ``name=`` is given (the name
-``invalidate_fragment`` takes).
+``invalidate_fragment`` takes). A template made with ``Environment.from_string()`` has no name:
+there the digest of its source stands for it, so two such templates never share a fragment.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Any
 
 from jinja2 import nodes
@@ -22,8 +25,18 @@ from freshcache.fragments import render_cached, render_cached_as
 __all__ = ["CacheExtension", "cache"]
 
 
+#: The digest of the nameless template this thread is compiling (``preprocess`` sees the
+#: source, ``parse`` runs next in the same thread).
+_compiling = threading.local()
+
+
 class CacheExtension(Extension):
     tags = {"cached", "cached_as"}
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        if name is None:
+            _compiling.digest = hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
+        return source
 
     def parse(self, parser: Parser) -> nodes.Node:
         tag = next(parser.stream)
@@ -44,11 +57,8 @@ class CacheExtension(Extension):
                 )
             parser.stream.expect("assign")
             kwargs[name_token.value] = parser.parse_expression()
-        if "name" not in kwargs and not parser.name:
-            # Templates from Environment.from_string() have no name: their fragments would
-            # share keys by line number alone.
-            parser.fail(f"{tag.value} in a template without a name needs name=...", lineno)
-        default_name = f"jinja2:{parser.name}:{lineno}"
+        where = parser.name or f"source:{getattr(_compiling, 'digest', None)}"
+        default_name = f"jinja2:{where}:{lineno}"
         call_args = [
             *args,
             kwargs.get("timeout", nodes.Const(None)),
