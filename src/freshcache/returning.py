@@ -275,9 +275,12 @@ def _guarded(
         if at is None:
             guards.append(f"{column} IS NULL")
             continue
+        # The value cast as the column stores it (the SET's assignment casts: 5.5 is 6 in an
+        # integer column), so the comparison is the stored value's and never a type error.
         if kind == "text":
-            column = f'({column}::text COLLATE "C")'
-        guards.append(f"{column} IS NOT DISTINCT FROM %s")
+            guards.append(f'({column}::text COLLATE "C") IS NOT DISTINCT FROM (%s)::text')
+        else:
+            guards.append(f"{column} IS NOT DISTINCT FROM (%s)::{kind}")
         picks.append(at)
     # The same test on the new row, and its key still the one named (no trigger moved them).
     test = " AND ".join(guards) or "TRUE"
@@ -292,12 +295,12 @@ def _guarded(
 
 
 def _exactness(field: Any, connection: Any) -> str | None:
-    """How :func:`_guarded` compares the column so that equal values are one stamp: "exact"
-    (integers, booleans, UUIDs) or "text" (as bytes); None for the others (numbers with a
-    scale, dates, JSON, arrays...), which take the locking statement."""
+    """How :func:`_guarded` compares the column so that equal values are one stamp: as its own
+    type (integers, booleans, UUIDs: the type's name) or as "text" (bytes); None for the
+    others (numbers with a scale, dates, JSON, arrays...), which take the locking statement."""
     db_type = (field.db_type(connection) or "").lower()
     if db_type in _EXACT_TYPES:
-        return "exact"
+        return db_type
     if _TEXT_TYPE.fullmatch(db_type):
         return "text"
     return None
