@@ -221,9 +221,11 @@ def test_cache_read_signal(data: dict[str, Any]) -> None:
     try:
         Post.objects.get(pk=data["p2"].pk)
         Post.objects.get(pk=data["p2"].pk)
+        assert list(Post.objects.filter(pk__in=[])) == []  # no query at all: a miss, as in cacheops
+        assert list(Post.objects.nocache().filter(pk__in=[])) == []  # not a cached read
     finally:
         cache_read.disconnect(receiver)
-    assert seen == [(Post, False), (Post, True)]
+    assert seen == [(Post, False), (Post, True), (Post, False)]
 
 
 def test_request_user_is_cached(queries: Any) -> None:

@@ -348,8 +348,10 @@ def _read(
         return execute(compiler, *args, **kwargs)
     try:
         sql, params = _memoize_sql(compiler)
-    except EmptyResultSet:
-        return execute(compiler, *args, **kwargs)  # reads nothing, depends on nothing
+    except EmptyResultSet:  # reads nothing, depends on nothing
+        if policy is not None:  # a cached read that needs no round trip: a miss, as cacheops says
+            cache_read.send(sender=query.model, func=None, hit=False)
+        return execute(compiler, *args, **kwargs)
     try:
         plan, key = _plan_and_key(compiler, result_type, sql, params)
     except UncacheableQuery as exc:
