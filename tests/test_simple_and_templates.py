@@ -259,7 +259,11 @@ def test_bad_tag_usage_is_a_syntax_error() -> None:
     with pytest.raises(TemplateSyntaxError, match="queryset"):
         render("{% cached_as timeout=60 fragment_name='x' %}x{% endcached_as %}")
     with pytest.raises(TemplateSyntaxError, match="unexpected keyword argument 'nam'"):
-        render("{% cached 60 nam='x' %}x{% endcached %}")
+        render("{% cached 60 'x' nam='y' %}x{% endcached %}")
+    with pytest.raises(TemplateSyntaxError, match="after a named one"):
+        render("{% cached timeout=60 'x' %}x{% endcached %}")
+    with pytest.raises(TemplateSyntaxError, match="given twice"):
+        render("{% cached 60 fragment_name='x' fragment_name='y' %}x{% endcached %}")
 
 
 def test_tags_take_keyword_arguments_as_in_cacheops() -> None:

@@ -14,13 +14,13 @@ as the seed's ``cached_as`` tag is built.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
 from django import template
 from django.template.base import FilterExpression, NodeList, Parser, Token
 from django.template.context import Context
-from django.template.library import parse_bits
 
 from freshcache.fragments import fragment_function, render_cached, render_cached_as
 
@@ -29,23 +29,33 @@ __all__ = ["Library", "register"]
 Args = tuple[list[FilterExpression], dict[str, FilterExpression]]
 
 
+#: ``name=value``: a template argument given by name.
+_NAMED = re.compile(r"(\w+)=(.+)", re.DOTALL)
+
+
 def _parse(parser: Parser, token: Token, func: Callable[..., Any], takes_context: bool) -> Args:
-    """The tag's arguments, checked against ``func``'s signature as Django's ``simple_tag``
-    checks them (a ``TemplateSyntaxError`` names what is missing or unexpected)."""
-    spec = inspect.getfullargspec(func)
-    name = token.split_contents()[0]
-    return parse_bits(
-        parser,
-        token.split_contents()[1:],
-        spec.args,
-        spec.varargs,
-        spec.varkw,
-        spec.defaults,
-        spec.kwonlyargs,
-        spec.kwonlydefaults,
-        takes_context,
-        name,
-    )
+    """The tag's arguments, positional then named, checked against ``func``'s signature when
+    the template compiles (a ``TemplateSyntaxError`` names what is missing or unexpected)."""
+    name, *bits = token.split_contents()
+    args: list[FilterExpression] = []
+    kwargs: dict[str, FilterExpression] = {}
+    for bit in bits:
+        named = _NAMED.fullmatch(bit)
+        if named is None:
+            if kwargs:
+                raise template.TemplateSyntaxError(
+                    f"{name!r}: a positional argument ({bit}) after a named one"
+                )
+            args.append(parser.compile_filter(bit))
+        elif named[1] in kwargs:
+            raise template.TemplateSyntaxError(f"{name!r}: {named[1]!r} given twice")
+        else:
+            kwargs[named[1]] = parser.compile_filter(named[2])
+    try:
+        inspect.signature(func).bind(*([None] if takes_context else []), *args, **kwargs)
+    except TypeError as exc:
+        raise template.TemplateSyntaxError(f"{name!r}: {exc}") from None
+    return args, kwargs
 
 
 def _resolve(args: Args, context: Context) -> tuple[list[Any], dict[str, Any]]:
