@@ -184,9 +184,9 @@ def blog() -> dict[str, Any]:
 T = TypeVar("T")
 
 
-def on_another_connection(func: Callable[[], T]) -> T:
-    """``func``'s result, run on another thread and so on a connection of its own (closed
-    after); its error is raised here."""
+def start_elsewhere(func: Callable[[], T]) -> tuple[threading.Thread, list[T], list[BaseException]]:
+    """Start ``func`` on another thread, and so on a connection of its own (closed after):
+    the thread, and the lists its result or its error lands in."""
     seen: list[T] = []
     failed: list[BaseException] = []
 
@@ -200,6 +200,13 @@ def on_another_connection(func: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=run)
     thread.start()
+    return thread, seen, failed
+
+
+def on_another_connection(func: Callable[[], T]) -> T:
+    """``func``'s result, run on another thread and so on a connection of its own (closed
+    after); its error is raised here."""
+    thread, seen, failed = start_elsewhere(func)
     thread.join(10)
     if failed:
         raise failed[0]

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import F
 
+from tests.conftest import start_elsewhere
 from tests.testapp.models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -299,19 +300,7 @@ def test_the_row_stays_locked_from_its_old_values_to_the_write() -> None:
     params = raw_params()
     holder = psycopg.connect(**params)  # a transaction that inserts slug "c" and waits
     holder.execute("INSERT INTO testapp_category (title, slug) VALUES ('other', 'c')")
-    errors: list[BaseException] = []
-
-    def save() -> None:
-        try:
-            c.slug = "c"
-            c.save()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    saver = threading.Thread(target=save)
-    saver.start()
+    saver, errors = start_saving(c, slug="c")
     try:
         with psycopg.connect(**params, autocommit=True) as watcher:
             wait_for_a_waiting_update(watcher)
@@ -334,6 +323,19 @@ def raw_params() -> dict[str, Any]:
     for django_only in ("cursor_factory", "context", "prepare_threshold"):
         params.pop(django_only, None)
     return params
+
+
+def start_saving(obj: Any, **values: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """Set ``values`` on ``obj`` and ``save()`` it on a thread of its own (which may wait for a
+    lock); the thread, and the list its error lands in."""
+
+    def save() -> None:
+        for name, value in values.items():
+            setattr(obj, name, value)
+        obj.save()
+
+    saver, _, errors = start_elsewhere(save)
+    return saver, errors
 
 
 def wait_for_a_waiting_update(watcher: Any) -> None:
@@ -388,20 +390,8 @@ def test_a_guarded_save_that_waited_for_a_writer_that_moved_the_row() -> None:
 
     holder = psycopg.connect(**raw_params())  # moves the row to "b", unseen by freshcache
     holder.execute("UPDATE testapp_category SET slug = 'b' WHERE id = %s", [c.pk])
-    errors: list[BaseException] = []
-
-    def save() -> None:
-        try:
-            loaded.title = "new"
-            loaded.save()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
     cache_invalidated.connect(receiver)
-    saver = threading.Thread(target=save)
-    saver.start()
+    saver, errors = start_saving(loaded, title="new")
     try:
         with psycopg.connect(**raw_params(), autocommit=True) as watcher:
             wait_for_a_waiting_update(watcher)

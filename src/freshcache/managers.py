@@ -358,20 +358,21 @@ class CachedManager(models.Manager):
         super().__init__()
         self.timeout = timeout
 
-    def _spec(self, text: str, params: Mapping[str, Any]) -> Spec:
+    def _scope(self) -> str | None:
+        """The key text of the manager's own filter: a related manager (``user.articles``) or
+        a subclass's get_queryset() filters, and two users' articles must not share a value.
+        ``TypeError`` when it has no stable text (a prefetched related manager)."""
+        if type(self).get_queryset is CachedManager.get_queryset:
+            return None
+        return key_text(self.get_queryset())
+
+    def _spec(self, text: str, params: Mapping[str, Any], scope: str | None) -> Spec:
         model, db = self.model, self.db
         profile = profile_for(model)
         owner = f"{model._meta.label}.{self.name or 'objects'}"
         # The parameters too: a template need not name them all, and ``None`` and ``"None"``
         # format alike.
         lookups = {k: v.pk if isinstance(v, Model) else v for k, v in params.items()}
-        # A related manager (``user.articles``) or a subclass's own get_queryset() filters:
-        # its query is part of the key, or two users' articles would share one value.
-        scope = (
-            None
-            if type(self).get_queryset is CachedManager.get_queryset
-            else key_text(self.get_queryset())
-        )
         return Spec(
             key=call_key(key_prefix(db), "m", model._meta.label_lower, (db, text, lookups, scope)),
             model=model,
@@ -425,7 +426,7 @@ class CachedManager(models.Manager):
                 raise
 
         try:
-            spec = self._spec(_key_text(cache_key, params), params)
+            spec = self._spec(_key_text(cache_key, params), params, self._scope())
         except TypeError:  # a value with no stable text (keys.key_text): not cached
             return compute()
         return run(spec, compute)
@@ -443,7 +444,11 @@ class CachedManager(models.Manager):
         ``lambda pk: manager.from_cache(cache_key, {dict_key: pk}, one_item=True)``."""
         pks = list(pks)
         try:
-            specs = [self._spec(_key_text(cache_key, {dict_key: pk}), {dict_key: pk}) for pk in pks]
+            scope = self._scope()
+            specs = [
+                self._spec(_key_text(cache_key, {dict_key: pk}), {dict_key: pk}, scope)
+                for pk in pks
+            ]
         except TypeError:  # a value with no stable text: nothing to read in one round trip
             return [get_item_func(pk) for pk in pks]
         results = []
