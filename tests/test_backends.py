@@ -9,7 +9,7 @@ import redis
 from django.test import override_settings
 
 from freshcache.backends import backend_name, build_backend, get_backend
-from freshcache.backends.base import Backend
+from freshcache.backends.base import Backend, Fill
 from freshcache.backends.locmem import LocMemBackend
 from freshcache.backends.redis import RedisBackend, make_client
 from freshcache.exceptions import ImproperlyConfigured
@@ -58,6 +58,58 @@ def test_delete_and_get(any_backend: Backend) -> None:
     assert any_backend.delete_and_get(["a"], ["a", "b"]) == [None, b"2"]
     any_backend.delete_many(["b", "never-there"])
     assert any_backend.get_many(["b"]) == [None]
+
+
+def _fill(expect: tuple[bytes, bytes, bytes]) -> Fill:
+    return Fill(key="v", check=("g", "r", "s"), expect=expect, token=b"new", payload=b"row",
+                ttl=30, stamp_ttl=90)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "g, r, s, stored",
+    [
+        (b"G", b"@E;id;", b"S", True),
+        (b"G", b"@E;id;slug;", b"S", True),  # a scheme added since: the epoch is the same
+        (b"G", b"@E;id;", b"S2", False),  # the row was invalidated since the load
+        (b"G", b"@E;id;", None, False),
+        (b"G2", b"@E;id;", b"S", False),  # invalidate_all
+        (b"G", b"@E2;id;", b"S", False),  # the table was invalidated whole
+        (b"G", None, b"S", False),
+        (None, b"@E;id;", b"S", False),
+    ],
+)
+def test_delete_and_get_stores_a_fill_only_if_its_tokens_held(
+    any_backend: Backend, g: bytes | None, r: bytes | None, s: bytes | None, stored: bool
+) -> None:
+    """The write-through's compare-and-store: the check runs before the deletion (which takes
+    the stamp itself), the value and the stamp's new token land only if all three held."""
+    present = {k: v for k, v in (("g", g), ("r", r), ("s", s)) if v is not None}
+    any_backend.prepare({}, [], {**present, "other": b"o"}, 600, [])
+    replies = any_backend.delete_and_get(["s", "other"], ["r"], [_fill((b"G", b"@E", b"S"))])
+    assert replies == [r]
+    values = any_backend.get_many(["g", "r", "s", "other", "v"])
+    assert values[3] is None
+    if stored and any_backend.fills:
+        assert values == [g, r, b"new", None, b"row"]
+    else:
+        assert values == [g, r, None, None, None]
+
+
+def test_a_fill_keeps_what_it_depends_on_alive(any_backend: Backend) -> None:
+    if not any_backend.fills:
+        return
+    any_backend.prepare({}, [], {"g": b"G", "s": b"S"}, 10, [])
+    any_backend.prepare({}, [("r", b"@E;id;")], {}, 10, [])  # a registry has no TTL
+    any_backend.delete_and_get(["s"], [], [_fill((b"G", b"@E", b"S"))])
+    if isinstance(any_backend, RedisBackend):
+        assert 85 <= any_backend.client.ttl("g") <= 90
+        assert any_backend.client.ttl("r") == -1
+        assert 85 <= any_backend.client.ttl("s") <= 90
+        assert 25 <= any_backend.client.ttl("v") <= 30
+    else:
+        data = any_backend._data  # type: ignore[attr-defined]
+        assert data["r"][1] is None
+        assert data["g"][1] == data["s"][1] and data["v"][1] < data["s"][1]
 
 
 def test_touch_extends_but_never_shortens(any_backend: Backend) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate, post_save
+from django.db.models.signals import post_migrate, post_save, pre_save
 
 
 class FreshcacheConfig(AppConfig):
@@ -14,14 +14,17 @@ class FreshcacheConfig(AppConfig):
     default = True
 
     def ready(self) -> None:
-        from freshcache import checks  # noqa: F401 - registers the system checks
+        from freshcache import (
+            checks,  # noqa: F401 - registers the system checks
+            writethrough,
+        )
         from freshcache.install import install
-        from freshcache.invalidation import cache_on_save
 
         install()
         self.module.managers.setup()  # import every app's caches.py; give models Model.cache
         post_migrate.connect(_migrated, dispatch_uid="freshcache.post_migrate")
-        post_save.connect(cache_on_save, dispatch_uid="freshcache.cache_on_save")
+        post_save.connect(writethrough.cache_on_save, dispatch_uid="freshcache.cache_on_save")
+        pre_save.connect(writethrough.saving, dispatch_uid="freshcache.writethrough")
 
 
 def _migrated(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:

@@ -40,7 +40,7 @@ from django.db.models.query import MAX_GET_RESULTS, ModelIterable
 from django.db.models.sql.constants import MULTI
 from django.db.models.sql.query import Query
 
-from freshcache import capture, rebuild
+from freshcache import capture, rebuild, writethrough
 from freshcache import transaction as tx
 from freshcache.conf import key_prefix, on_reset, profile_for, settings
 from freshcache.dependencies import Deps, query_dependencies, text_exact
@@ -292,6 +292,8 @@ class _Read:
     plan: Plan
     deps: Deps
     timeout: int
+    #: The tokens the fill stored the rows with.
+    tokens: list[bytes] | None = None
 
 
 def _get(
@@ -322,7 +324,7 @@ def _get(
         rows = local_gets.get(key)
         if rows is not None:
             cache_read.send(sender=model, func=None, hit=True)
-            return _result(model, qs, db, connection, rows)
+            return rebuild.got(model, qs, db, connection, rows)
     probe = store.lookup(key, plan, timeout)
     rows = _decoded(probe, key)
     hit = rows is not None
@@ -345,7 +347,13 @@ def _get(
         # Never rows the cache could not hold: a snapshot's, or the connection's own writes.
         local_gets.put(key, rows, plan.keys, seq)
     cache_read.send(sender=model, func=None, hit=hit)
-    return _result(model, qs, db, connection, rows)
+    obj = rebuild.got(model, qs, db, connection, rows)
+    tokens = read.tokens if not hit else store.tokens_of(probe) if probe else None
+    if tokens is not None and field.primary_key:  # what its save may write through
+        loaded = writethrough.Loaded(key, plan, tuple(tokens), timeout, prepped, db)
+        fixed = (model, field.attname, db, type(prepped), type(connection), type(qs.query))
+        writethrough.remember(obj, loaded, _statements.get(fixed), connection)
+    return obj
 
 
 def _key_and_plan(
@@ -397,8 +405,9 @@ def _fill(read: _Read, probe: Any, wait: bool = False) -> list[Sequence[Any]]:
     except Exception as exc:  # a custom codec's bug must not break the read
         logger.warning("freshcache: %s not cached, the serializer failed: %r", read.key, exc)
     else:
-        store.save(read.key, tokens, data, read.timeout, read.plan, wait=wait,
-                   touch=not probe.touched)  # fmt: skip
+        if store.save(read.key, tokens, data, read.timeout, read.plan, wait=wait,
+                      touch=not probe.touched):  # fmt: skip
+            read.tokens = tokens
     return rows
 
 
@@ -482,18 +491,3 @@ def _vouched(query: Query, read: _Read) -> bool:
         field.name, model._meta.label, walked, deps,
     )  # fmt: skip
     return False
-
-
-def _result(
-    model: Any, qs: QuerySet[Any], db: str, connection: Any, rows: list[Sequence[Any]]
-) -> Any:
-    num = len(rows)
-    if num == 1:
-        return rebuild.instances(model, db, connection, rows, qs)[0]
-    name = model._meta.object_name
-    if not num:
-        raise model.DoesNotExist(f"{name} matching query does not exist.")
-    shown = num if num < MAX_GET_RESULTS else f"more than {MAX_GET_RESULTS - 1}"
-    raise model.MultipleObjectsReturned(
-        f"get() returned more than one {name} -- it returned {shown}!"
-    )

@@ -15,7 +15,6 @@ Invalidations inside a transaction run at commit (see :mod:`freshcache.transacti
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -26,7 +25,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.expressions import Value
 from django.db.models.sql.query import Query
 
-from freshcache import dbcascade
+from freshcache import dbcascade, writethrough
 from freshcache import transaction as tx
 from freshcache.conf import key_prefix, settings
 from freshcache.returning import pinned_rows, run_returning
@@ -333,16 +332,20 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         if not pinned and reads_other_rows(query):
             needed = None  # the condition reads other rows: locking ours cannot pin those written
         elif pinned:
-            outcome = run_returning(compiler, run, needed[0], delete)
+            through = None if delete else writethrough.pending(model, connections[using])
+            outcome = run_returning(compiler, run, needed[0], delete, through[1] if through else ())
             if outcome is not None:
-                result, old, new = outcome
+                result, old, new, written = outcome
                 table = query.model._meta.db_table
                 if old is None or new is None:  # the old values did not come back
                     request(using, [TableChange(table=table, whole_table=True)])
                     return result
                 fields, columns = needed
                 rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
-                request(using, [TableChange(table=table, rows=rows, columns=columns)])
+                fill = None
+                if through is not None and written is not None:
+                    fill = writethrough.fill(through[0], written, through[2])
+                request(using, [TableChange(table=table, rows=rows, columns=columns, fill=fill)])
                 return result
     connection = connections[using]
     if (
@@ -391,37 +394,6 @@ def _write_with_old_values(
                 rows.append(row_conj_values(model, values))
     request(using, [TableChange(table=table, rows=rows, columns=columns)])
     return result
-
-
-# -- cache_on_save ----------------------------------------------------------------------------
-
-
-def cache_on_save(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
-    """``post_save``: with ``cache_on_save`` in the model's profile, fill the cache entry of
-    ``Model.objects.get(pk=...)`` (or ``get(<field>=...)``) once the write is committed.
-
-    The entry is filled by running that very query through the cache right after our
-    invalidation, rather than by forging rows from the instance: the cached rows are then
-    exactly what the database returns, converters and all.
-    """
-    from freshcache.conf import profile_for
-
-    if not settings.ENABLED:
-        return
-    profile = profile_for(sender)
-    if profile is None or not profile.cache_on_save:
-        return
-    field = "pk" if profile.cache_on_save is True else str(profile.cache_on_save)
-    lookup = {field: getattr(instance, "pk" if field == "pk" else field, None)}
-    if lookup[field] is None:
-        return
-    manager = sender._default_manager.db_manager(using)
-
-    def fill() -> None:
-        with contextlib.suppress(sender.DoesNotExist, sender.MultipleObjectsReturned):
-            manager.cache(ops="get").get(**lookup)
-
-    transaction.on_commit(fill, using=using)
 
 
 # -- public API -----------------------------------------------------------------------------------

@@ -149,6 +149,25 @@ def instances(
     return [build(row) for row in rows]
 
 
+def got(model: Any, qs: Any, db: str, connection: Any, rows: Sequence[Sequence[Any]]) -> Any:
+    """What ``qs.get()`` answers for the raw ``rows`` its query read: the instance, or the
+    error Django raises, with Django's own messages."""
+    num = len(rows)
+    if num == 1:
+        return instances(model, db, connection, rows, qs)[0]
+    name = model._meta.object_name
+    if not num:
+        raise model.DoesNotExist(f"{name} matching query does not exist.")
+    shown = (
+        num
+        if num < django_query.MAX_GET_RESULTS
+        else f"more than {django_query.MAX_GET_RESULTS - 1}"
+    )
+    raise model.MultipleObjectsReturned(
+        f"get() returned more than one {name} -- it returned {shown}!"
+    )
+
+
 def _builder(
     model: Any, init_list: tuple[str, ...], db: str, mode: Any
 ) -> Callable[[Sequence[Any]], Any]:

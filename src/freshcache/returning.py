@@ -49,9 +49,12 @@ from freshcache.memo import Memo
 
 __all__ = ["Returned", "pinned_rows", "run_returning"]
 
-#: (the statement's result, old rows, new rows); rows are None when the statement did not
-#: return what was asked (the caller then invalidates the whole table).
-Returned = tuple[Any, list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None]
+#: (the statement's result, old rows, new rows, the whole row as written); rows are None when
+#: the statement did not return what was asked (the caller then invalidates the whole table);
+#: the whole row, raw, only when asked for and the guarded statement returned it.
+Returned = tuple[
+    Any, list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None, tuple[Any, ...] | None
+]
 
 _OLD = "__freshcache_old"
 _UNKNOWN: Any = object()
@@ -82,10 +85,16 @@ def pinned_rows(query: Any, limit: int) -> bool:
 
 
 def run_returning(
-    compiler: Any, run: Callable[[], Any], fields: Sequence[Any], delete: bool
+    compiler: Any,
+    run: Callable[[], Any],
+    fields: Sequence[Any],
+    delete: bool,
+    whole: Sequence[Any] = (),
 ) -> Returned | None:
     """Run the write so that it returns ``fields`` of the rows it touched (old, and for an update
-    new); None, with nothing executed, when this statement cannot be rewritten."""
+    new); None, with nothing executed, when this statement cannot be rewritten. ``whole``: the
+    fields of the row to return as written too, if the guarded statement runs (for
+    :mod:`freshcache.writethrough`)."""
     connection = connections[compiler.using]
     if connection.vendor != "postgresql" or getattr(compiler, "returning_fields", None):
         return None
@@ -95,7 +104,7 @@ def run_returning(
     try:
         sql, params = compiler.as_sql()
     except EmptyResultSet:  # ``pk__in=[]``: Django sends nothing and reports 0 rows
-        return run(), [], []
+        return run(), [], [], None
     if not sql or " RETURNING " in sql.upper():
         return None
     memo = (
@@ -110,21 +119,23 @@ def run_returning(
     if known is None:
         return None
     if not delete:
-        guard = _guards.get(memo, _UNKNOWN)
+        guarded = (*memo, tuple(f.column for f in whole))
+        guard = _guards.get(guarded, _UNKNOWN)
         if guard is _UNKNOWN:
-            guard = _guards.put(memo, _guarded(compiler, connection, sql, params, fields))
+            guard = _guards.put(guarded, _guarded(compiler, connection, sql, params, fields, whole))
         if guard is not None:
             text, names, picks = guard
             result, rows = _execute(
                 compiler, run, connection, text, (*params, *(params[i] for i in picks)), names
             )
             if rows is None or len(rows) > 1:
-                return result, None, None
+                return result, None, None, None
             if rows:
                 n = len(fields)
                 if rows[0][n] is not True:  # a trigger changed a needed column
-                    return result, None, None
-                return result, [_converted(connection, fields, rows[0][:n])], []
+                    return result, None, None, None
+                row = tuple(rows[0][n + 1 :]) if whole else None
+                return result, [_converted(connection, fields, rows[0][:n])], [], row
     rewritten, names, repeated = known
     # Both rewrites keep the parameters in their order (SET values, then the WHERE's); the
     # update's WHERE appears twice, so its parameters follow once more.
@@ -133,11 +144,11 @@ def run_returning(
         new_params += new_params[-repeated:]
     result, returned = _execute(compiler, run, connection, rewritten, new_params, names)
     if returned is None:
-        return result, None, None
+        return result, None, None, None
     n = len(fields)
     old_rows = [_converted(connection, fields, row[:n]) for row in returned]
     new_rows = [] if delete else [_converted(connection, fields, row[n:]) for row in returned]
-    return result, old_rows, new_rows
+    return result, old_rows, new_rows, None
 
 
 def _execute(
@@ -225,12 +236,18 @@ _TEXT_TYPE = re.compile(r"(varchar(\(\d+\))?|text|citext)")
 
 
 def _guarded(
-    compiler: Any, connection: Any, sql: str, params: Sequence[Any], fields: Sequence[Any]
+    compiler: Any,
+    connection: Any,
+    sql: str,
+    params: Sequence[Any],
+    fields: Sequence[Any],
+    whole: Sequence[Any] = (),
 ) -> tuple[str, list[str], list[int]] | None:
     """The guarded form of a one-row update (see the module's docstring): its text, the names
-    of the columns it returns, and which of the statement's parameters its guards repeat, in
-    order; None when the update is not of that shape. Like :func:`_rewrite`, it depends only
-    on the statement's text, whose SET list says which values are plain parameters."""
+    of the columns it returns (``whole``'s last, as the row has them), and which of the
+    statement's parameters its guards repeat, in order; None when the update is not of that
+    shape. Like :func:`_rewrite`, it depends only on the statement's text, whose SET list says
+    which values are plain parameters."""
     query = compiler.query
     node = query.where.children[0] if len(query.where.children) == 1 else None
     if not isinstance(node, Exact):
@@ -286,7 +303,9 @@ def _guarded(
     test = " AND ".join(guards) or "TRUE"
     same = f"{test} AND {table}.{qn(pk.column)} = %s"
     names = [f"__freshcache_n{i}" for i in range(len(fields))] + ["__freshcache_same"]
+    names += [f"__freshcache_w{i}" for i in range(len(whole))]
     returned = [f"{table}.{qn(f.column)}" for f in fields] + [f"({same})"]
+    returned += [f"{table}.{qn(f.column)}" for f in whole]
     text = f"{head} WHERE ({where_sql}) AND {test} RETURNING " + ", ".join(
         f"{r} AS {qn(name)}" for r, name in zip(returned, names, strict=True)
     )

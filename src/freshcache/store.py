@@ -39,7 +39,7 @@ from typing import TypeVar
 import msgpack
 
 from freshcache.backends import get_backend
-from freshcache.backends.base import Backend
+from freshcache.backends.base import Backend, Fill
 from freshcache.conf import key_prefix, on_reset, prefix_varies, settings
 from freshcache.dependencies import Deps
 from freshcache.dynamic import DynamicValues
@@ -138,6 +138,8 @@ class TableChange:
     rows: Sequence[Mapping[str, Hashable]] = field(default_factory=list)
     columns: frozenset[str] = frozenset()
     whole_table: bool = False
+    #: The row's new ``get(pk=)`` entry, stored if nothing invalidated it since its load.
+    fill: Fill | None = None
 
 
 class Store(Resilience, DynamicValues, DogPileLocks):
@@ -389,7 +391,10 @@ class Store(Resilience, DynamicValues, DogPileLocks):
         with self._lock:
             missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
-            current = self.backend.delete_and_get(list(dict.fromkeys(delete + missed)), registries)
+            fills = [c.fill for c in changes if c.fill is not None]
+            current = self.backend.delete_and_get(
+                list(dict.fromkeys(delete + missed)), registries, fills
+            )
             self._screen(())  # on a new primary, this delivers the journal too
         except BackendError as exc:
             self._failed(exc, missed=[f"{prefix}r:{c.table}" for c in changes])

@@ -16,13 +16,14 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from freshcache.exceptions import BackendError
 
-__all__ = ["Backend", "wrap_errors"]
+__all__ = ["Backend", "Fill", "wrap_errors"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,6 +49,22 @@ def wrap_errors(
     return decorate
 
 
+@dataclass(frozen=True)
+class Fill:
+    """A value an invalidation stores in its own step, if ``check`` (a plan's global epoch,
+    registry and stamp keys) still hold ``expect`` (the global token, the registry's epoch,
+    the stamp's token): the stamp then gets ``token`` (for ``stamp_ttl`` seconds) and ``key``
+    the ``payload`` (for ``ttl``). See :mod:`freshcache.writethrough`."""
+
+    key: str
+    check: tuple[str, str, str]
+    expect: tuple[bytes, ...]
+    token: bytes
+    payload: bytes
+    ttl: int
+    stamp_ttl: int
+
+
 class Backend(abc.ABC):
     """Storage for values, stamps and scheme registries.
 
@@ -60,6 +77,8 @@ class Backend(abc.ABC):
     """
 
     name: str = "base"
+    #: Whether ``delete_and_get`` stores ``fills`` (else it ignores them).
+    fills: bool = False
 
     @abc.abstractmethod
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -106,8 +125,12 @@ class Backend(abc.ABC):
         (with ``ttl``), then read ``keys``: one round trip."""
 
     @abc.abstractmethod
-    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
-        """Delete ``delete`` then read ``keys`` (one round trip)."""
+    def delete_and_get(
+        self, delete: Sequence[str], keys: Sequence[str], fills: Sequence[Fill] = ()
+    ) -> list[bytes | None]:
+        """Delete ``delete`` then read ``keys`` (one round trip); an engine with ``fills``
+        stores each fill whose check holds, checked before the deletion, in the same atomic
+        step."""
 
     def delete_many(self, keys: Sequence[str]) -> None:
         self.delete_and_get(keys, ())

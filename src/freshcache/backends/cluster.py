@@ -33,8 +33,9 @@ import redis
 from django.utils.module_loading import import_string
 from redis.cluster import ClusterNode, RedisCluster
 
-from freshcache.backends.base import options, wrap_errors
-from freshcache.backends.redis import _RELEASE, PrimaryWatch, RedisBackend
+from freshcache.backends.base import Fill, options, wrap_errors
+from freshcache.backends.redis import PrimaryWatch, RedisBackend
+from freshcache.backends.scripts import RELEASE
 from freshcache.exceptions import BackendError, ImproperlyConfigured
 
 __all__ = ["RESTART_GRACE", "ClusterBackend", "make_cluster_client"]
@@ -226,7 +227,7 @@ class ClusterBackend(RedisBackend):
         # Connections opened from now on note their server's run id; those the constructor
         # opened already are asked once, in generation().
         client.user_on_connect_func = self._primaries.hook(client.user_on_connect_func)
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(RELEASE)
         self._client = client
 
     @property
@@ -291,7 +292,9 @@ class ClusterBackend(RedisBackend):
 
     @riding_out
     @_errors
-    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+    def delete_and_get(
+        self, delete: Sequence[str], keys: Sequence[str], fills: Sequence[Fill] = ()
+    ) -> list[bytes | None]:
         if not delete:
             return self.get_many(keys)
         pipe = self.client.pipeline(transaction=False)

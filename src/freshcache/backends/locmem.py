@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from freshcache.backends.base import Backend
+from freshcache.backends.base import Backend, Fill
 
 __all__ = ["LocMemBackend"]
 
@@ -128,12 +128,35 @@ class LocMemBackend(Backend):
                 self._set(key, value, expires)
             return [self._get(key, now) for key in keys]
 
-    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+    fills = True
+
+    def delete_and_get(
+        self, delete: Sequence[str], keys: Sequence[str], fills: Sequence[Fill] = ()
+    ) -> list[bytes | None]:
         now = time.monotonic()
         with self._lock:
+            held = [f for f in fills if self._holds(f, now)]
             for key in delete:
                 self._data.pop(key, None)
-            return [self._get(key, now) for key in keys]
+            values = [self._get(key, now) for key in keys]
+            for fill in held:
+                self._set(fill.check[2], fill.token, now + fill.stamp_ttl)
+                self._set(fill.key, fill.payload, now + fill.ttl)
+                for key in fill.check[:2]:
+                    item = self._data.get(key)
+                    if item is not None and item[1] is not None and item[1] < now + fill.stamp_ttl:
+                        self._set(key, item[0], now + fill.stamp_ttl)
+            return values
+
+    def _holds(self, fill: Fill, now: float) -> bool:
+        """Whether ``fill``'s keys still hold the tokens it expects (under the lock)."""
+        g, registry, stamp = (self._get(key, now) for key in fill.check)
+        return (
+            g == fill.expect[0]
+            and stamp == fill.expect[2]
+            and registry is not None
+            and registry.split(b";", 1)[0] == fill.expect[1]
+        )
 
     def lock_acquire(self, key: str, token: bytes, ttl_ms: int) -> tuple[bool, bytes | None, int]:
         now = time.monotonic()

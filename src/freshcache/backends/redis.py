@@ -22,8 +22,9 @@ from typing import Any, cast
 import redis
 from django.utils.module_loading import import_string
 
-from freshcache.backends.base import Backend, options, wrap_errors
+from freshcache.backends.base import Backend, Fill, options, wrap_errors
 from freshcache.backends.pinned import PinnedConnections, send_unanswered
+from freshcache.backends.scripts import DELETE_AND_FILL, DELETE_AND_GET, RELEASE, SEED
 from freshcache.exceptions import ImproperlyConfigured
 
 __all__ = ["PrimaryWatch", "RedisBackend", "make_client"]
@@ -33,48 +34,6 @@ logger = logging.getLogger("freshcache")
 
 #: How long a release signal stays readable for late waiters.
 SIGNAL_TTL_MS = 10_000
-# One key and its signal (same hash tag, same slot): delete the lock only if still ours, then
-# leave one element for waiters to pass around.
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
-redis.call('rpush', KEYS[2], '1')
-redis.call('pexpire', KEYS[2], ARGV[2])
-return 1
-"""
-
-# MGET, then create each missing stamp (KEYS[ARGV[1]] onwards) with its token, so that a miss
-# finds its stamps in place without a second round trip; on a miss (no KEYS[1]) also extend the
-# keys the value will depend on to the TTL, so that its store need not. Tokens come from the
-# client (os.urandom). The reply starts with KEYS[1]: the caller checks it is its own.
-_SEED = """
-local values = redis.call('mget', unpack(KEYS))
-local first = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local miss = not values[1]
-for i = 2, #KEYS do
-  if values[i] then
-    if miss then
-      local left = redis.call('ttl', KEYS[i])
-      if left >= 0 and left < ttl then redis.call('expire', KEYS[i], ttl) end
-    end
-  elseif i >= first then
-    values[i] = ARGV[i - first + 3]
-    redis.call('set', KEYS[i], values[i], 'EX', ttl)
-  end
-end
-table.insert(values, 1, KEYS[1])
-return values
-"""
-# Delete the first ARGV[1] keys, then read the others: an invalidation and its registry check.
-# The reply starts with KEYS[1], as the lookup's does.
-_DELETE_AND_GET = """
-local n = tonumber(ARGV[1])
-if n > 0 then redis.call('del', unpack(KEYS, 1, n)) end
-local values = {}
-if #KEYS > n then values = redis.call('mget', unpack(KEYS, n + 1, #KEYS)) end
-table.insert(values, 1, KEYS[1])
-return values
-"""
 #: Past this many keys a lookup is a plain MGET (Lua's unpack has a limit).
 _SEED_MAX_KEYS = 1000
 _SKIP = ("CLIENT", "REPLY", "SKIP")
@@ -219,12 +178,13 @@ class RedisBackend(Backend):
 
     def __init__(self, client: redis.Redis, track_primary: bool = False) -> None:
         self.client = client
-        self._release = client.register_script(_RELEASE)
-        self._seed = client.register_script(_SEED)
+        self._release = client.register_script(RELEASE)
+        self._seed = client.register_script(SEED)
         # Under Sentinel every command goes through the pool, which retires connections to a
         # demoted primary; a thread's pinned connection would outlive a failover.
         self._pinned = None if track_primary else PinnedConnections(client)
-        self._delete_and_get = client.register_script(_DELETE_AND_GET)
+        self._delete_and_get = client.register_script(DELETE_AND_GET)
+        self._delete_and_fill = client.register_script(DELETE_AND_FILL)
         self._expire_gt = True  # EXPIRE ... GT needs Redis 7; dropped on the first refusal
         self._watch: PrimaryWatch | None = None
         if track_primary:
@@ -264,7 +224,7 @@ class RedisBackend(Backend):
         if not self._seeding or len(keys) > _SEED_MAX_KEYS:
             return self.get_many(keys), False
         try:
-            values = self._script(self._seed, _SEED, keys, [first + 1, ttl, *tokens])
+            values = self._script(self._seed, SEED, keys, [first + 1, ttl, *tokens])
         except redis.ResponseError as exc:
             self._scripts_refused(exc)
             return self.get_many(keys), False
@@ -401,8 +361,25 @@ class RedisBackend(Backend):
     def _read_replies(self, replies: list[Any], keys: Sequence[str]) -> list[bytes | None]:
         return cast("list[bytes | None]", replies[-1])
 
+    @property
+    def fills(self) -> bool:  # type: ignore[override]
+        return self._seeding
+
     @_errors
-    def delete_and_get(self, delete: Sequence[str], keys: Sequence[str]) -> list[bytes | None]:
+    def delete_and_get(
+        self, delete: Sequence[str], keys: Sequence[str], fills: Sequence[Fill] = ()
+    ) -> list[bytes | None]:
+        if fills and delete and self._seeding and len(delete) + len(keys) <= _SEED_MAX_KEYS:
+            args: list[Any] = [len(delete), len(fills)]
+            extra: list[str] = []
+            for fill in fills:
+                extra.extend((*fill.check, fill.key))
+                args.extend((*fill.expect, fill.token, fill.payload, fill.ttl, fill.stamp_ttl))
+            try:
+                return self._script(self._delete_and_fill, DELETE_AND_FILL,
+                                    [*delete, *keys, *extra], args)  # fmt: skip
+            except redis.ResponseError as exc:
+                self._scripts_refused(exc)
         if not keys:
             if delete:
                 self.client.delete(*delete)
@@ -411,7 +388,7 @@ class RedisBackend(Backend):
             return cast("list[bytes | None]", self.client.mget(keys))
         if self._seeding and len(delete) + len(keys) <= _SEED_MAX_KEYS:
             try:
-                return self._script(self._delete_and_get, _DELETE_AND_GET, [*delete, *keys],
+                return self._script(self._delete_and_get, DELETE_AND_GET, [*delete, *keys],
                                     [len(delete)])  # fmt: skip
             except redis.ResponseError as exc:
                 self._scripts_refused(exc)
