@@ -24,7 +24,8 @@ the tokens read (without waiting for the reply when no one waits on a lock for i
 deletes, after its commit, the stamps its row's old and new values match, and reads the registry
 in the same round trip to catch schemes registered since it looked. Any interleaving leaves a
 value whose tokens no longer match, so it is never served; no check-and-set is needed (the
-scripts an engine may use only save round trips).
+scripts an engine may use only save round trips), except by the optional write-through of a
+saved row (:mod:`freshcache.writethrough`), which the engines without one skip.
 """
 
 from __future__ import annotations
