@@ -7,6 +7,7 @@ give the same answers, from the database.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -171,3 +172,68 @@ def test_a_pickled_instance_leaves_its_load_behind(queries: Any, post: Post) -> 
     with queries() as q:
         assert Post.objects.get(pk=post.pk).title == in_db(post.pk)[0] == "unpickled"
     assert q.count == 1
+
+
+@pytest.fixture
+def after_update_trigger() -> Iterator[None]:
+    """An AFTER UPDATE trigger that updates the row again: what RETURNING gave is not what
+    commits."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION freshcache_bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.score < 100 THEN"
+            " UPDATE testapp_post SET score = NEW.score + 100 WHERE id = NEW.id; END IF;"
+            " RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER freshcache_bump AFTER UPDATE ON testapp_post"
+            " FOR EACH ROW EXECUTE FUNCTION freshcache_bump()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER freshcache_bump ON testapp_post")
+            cursor.execute("DROP FUNCTION freshcache_bump()")
+
+
+def test_an_after_trigger_that_changes_the_row_again(
+    post: Post, after_update_trigger: None
+) -> None:
+    loaded = Post.objects.get(pk=post.pk)
+    loaded.score = 2
+    loaded.save()
+    assert row_of(Post.objects.get(pk=post.pk)) == in_db(post.pk)
+    if connection.vendor == "postgresql":
+        assert Post.objects.get(pk=post.pk).score == 102
+
+
+def test_a_transaction_begun_on_the_drivers_own_connection(post: Post) -> None:
+    """Django believes it is in autocommit mode; the driver knows better, and the save that
+    is rolled back afterwards leaves no entry behind."""
+    loaded = Post.objects.get(pk=post.pk)
+    connection.ensure_connection()
+    cursor = connection.connection.cursor()  # the driver's, which Django does not see
+    cursor.execute("BEGIN")
+    try:
+        loaded.title = "rolled back"
+        loaded.save()
+    finally:
+        cursor.execute("ROLLBACK")
+        cursor.close()
+    assert Post.objects.get(pk=post.pk).title == in_db(post.pk)[0] == "first"
+
+
+def test_tables_with_foreign_keys_either_way_are_written_through(queries: Any, post: Post) -> None:
+    """Their only AFTER triggers are PostgreSQL's own foreign-key checks, which change no row:
+    a post references its category, and posts reference a category."""
+    for model, pk in ((Post, post.pk), (Category, post.category_id)):
+        loaded = model.objects.get(pk=pk)
+        loaded.title = f"{model.__name__} again"
+        loaded.save()
+        with queries() as q:
+            assert model.objects.get(pk=pk).title == f"{model.__name__} again"
+        assert q.count == (0 if writes_through() else 1)

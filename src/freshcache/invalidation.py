@@ -344,7 +344,7 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
                 rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
                 fill = None
                 if through is not None and written is not None:
-                    fill = writethrough.fill(through[0], written, through[2])
+                    fill = writethrough.fill(through[0], written, through[2], connections[using])
                 request(using, [TableChange(table=table, rows=rows, columns=columns, fill=fill)])
                 return result
     connection = connections[using]

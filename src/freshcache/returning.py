@@ -134,7 +134,8 @@ def run_returning(
                 n = len(fields)
                 if rows[0][n] is not True:  # a trigger changed a needed column
                     return result, None, None, None
-                row = tuple(rows[0][n + 1 :]) if whole else None
+                final = whole and rows[0][n + 1] is True
+                row = tuple(rows[0][n + 2 :]) if final else None
                 return result, [_converted(connection, fields, rows[0][:n])], [], row
     rewritten, names, repeated = known
     # Both rewrites keep the parameters in their order (SET values, then the WHERE's); the
@@ -303,14 +304,30 @@ def _guarded(
     test = " AND ".join(guards) or "TRUE"
     same = f"{test} AND {table}.{qn(pk.column)} = %s"
     names = [f"__freshcache_n{i}" for i in range(len(fields))] + ["__freshcache_same"]
-    names += [f"__freshcache_w{i}" for i in range(len(whole))]
     returned = [f"{table}.{qn(f.column)}" for f in fields] + [f"({same})"]
-    returned += [f"{table}.{qn(f.column)}" for f in whole]
+    if whole:
+        names += ["__freshcache_final"] + [f"__freshcache_w{i}" for i in range(len(whole))]
+        returned += [f"({_FINAL.format(table=table)})"]
+        returned += [f"{table}.{qn(f.column)}" for f in whole]
     text = f"{head} WHERE ({where_sql}) AND {test} RETURNING " + ", ".join(
         f"{r} AS {qn(name)}" for r, name in zip(returned, names, strict=True)
     )
     # After the statement's own parameters: the guards', then the test's and the key's.
     return text, names, [*picks, *picks, len(params) - 1]
+
+
+#: Whether the row returned is the row committed: no AFTER UPDATE trigger (row or statement,
+#: deferred or not; the foreign-key checks that change nothing aside) and no UPDATE rule on
+#: the table can change it after RETURNING was evaluated. Two catalog lookups by index.
+_FINAL = (
+    "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = {table}.tableoid"
+    " AND t.tgenabled <> 'D' AND t.tgtype & 18 = 16 AND t.tgfoid NOT IN"
+    " ('pg_catalog.\"RI_FKey_check_upd\"'::regproc,"
+    " 'pg_catalog.\"RI_FKey_noaction_upd\"'::regproc,"
+    " 'pg_catalog.\"RI_FKey_restrict_upd\"'::regproc))"
+    " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r"
+    " WHERE r.ev_class = {table}.tableoid AND r.ev_type = '2')"
+)
 
 
 def _exactness(field: Any, connection: Any) -> str | None:

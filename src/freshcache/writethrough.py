@@ -20,10 +20,14 @@ stamp a new token, which the stored entry carries:
 * ``invalidate_model``/``invalidate_all`` change the epochs, which the script compares too.
 
 So the tokens prove that nothing invalidated the entry's stamps between a moment before the
-UPDATE and the store, however old the instance: a stale instance only wastes the attempt. Only
-an autocommit save qualifies (inside a transaction the row is not final until the commit), on a
-backend whose invalidation can compare and store in one step (Redis, in-process; not Redis
-Cluster, whose keys live in different slots).
+UPDATE and the store, however old the instance: a stale instance only wastes the attempt.
+
+The row stored must also be the row committed. Only an autocommit save qualifies (inside a
+transaction the row is not final until the commit), and only when the driver's connection is
+idle after the UPDATE (a ``BEGIN`` sent behind Django's back); the statement itself reports
+whether an AFTER UPDATE trigger or an UPDATE rule on the table (which could change the row
+after RETURNING) exists. And the backend must compare and store in one step: Redis and the
+in-process engine do, Redis Cluster (whose keys live in different slots) does not.
 """
 
 from __future__ import annotations
@@ -120,9 +124,11 @@ def pending(model: type, connection: Any) -> tuple[Loaded, list[Any], int] | Non
     return loaded, fields, fields.index(model._meta.pk)
 
 
-def fill(loaded: Loaded, row: tuple[Any, ...], pk_index: int) -> Fill | None:
+def fill(loaded: Loaded, row: tuple[Any, ...], pk_index: int, connection: Any) -> Fill | None:
     """The entry to store in the invalidation's round trip: ``row`` as the database returned
-    it, if it is the row the instance was loaded from."""
+    it, if it is the row the instance was loaded from and it is committed."""
+    if not _committed(connection):
+        return None
     value = row[pk_index]
     if type(value) is not type(loaded.pk) or value != loaded.pk:
         return None  # the primary key was changed before the save: another row
@@ -144,6 +150,18 @@ def fill(loaded: Loaded, row: tuple[Any, ...], pk_index: int) -> Fill | None:
         ttl=loaded.timeout,
         stamp_ttl=loaded.timeout + STAMP_MARGIN,
     )
+
+
+def _committed(connection: Any) -> bool:
+    """Whether the driver's connection is outside any transaction, so the UPDATE committed:
+    Django's autocommit flag knows nothing of a ``BEGIN`` sent on the driver's own connection."""
+    raw = connection.connection
+    info = getattr(raw, "info", None)
+    status = getattr(info, "transaction_status", None)  # psycopg 3
+    if status is not None:
+        return int(status) == 0
+    get_status = getattr(raw, "get_transaction_status", None)  # psycopg2
+    return get_status is not None and get_status() == 0
 
 
 # -- cache_on_save --------------------------------------------------------------------------------
