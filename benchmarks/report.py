@@ -598,8 +598,11 @@ def _why_missed(r: Run, verdicts: list[str]) -> list[str]:
             "- **save().** On PostgreSQL it sends one statement, the `UPDATE` guarded by the "
             "values it sets to the columns the schemes need and returning them, then one round "
             f"trip to Redis that must be acknowledged before `save()` returns{extra}: the "
-            "Redis round trip, computing the stamps, and Django's statement wrapper are what "
-            "remains."
+            "Redis round trip, computing the stamps, and Django's statement wrapper. The "
+            "instance timed here was loaded by `get(pk=)`, so the save also writes its row "
+            "through (the statement returns the whole row and checks the table's AFTER "
+            "triggers in the catalog, and the round trip stores the row): that is the price "
+            "of the next `get(pk=)` being a hit (see *get(pk=) miss after a write*)."
         )
     if "throughput" in missed:
         out.append(

@@ -348,8 +348,10 @@ def _get(
         local_gets.put(key, rows, plan.keys, seq)
     cache_read.send(sender=model, func=None, hit=hit)
     obj = rebuild.got(model, qs, db, connection, rows)
-    tokens = read.tokens if not hit else store.tokens_of(probe) if probe else None
-    if tokens is not None and field.primary_key:  # what its save may write through
+    tokens = None
+    if field.primary_key:  # what a save of the instance may write through
+        tokens = read.tokens if not hit else store.tokens_of(probe) if probe else None
+    if tokens is not None:
         loaded = writethrough.Loaded(key, plan, tuple(tokens), timeout, prepped, db)
         fixed = (model, field.attname, db, type(prepped), type(connection), type(qs.query))
         writethrough.remember(obj, loaded, _statements.get(fixed), connection)
