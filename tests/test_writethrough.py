@@ -62,8 +62,22 @@ def test_the_next_get_reads_the_saved_row_without_a_query(queries: Any, post: Po
 
 
 def test_the_row_is_the_databases_not_the_instances(queries: Any, post: Post) -> None:
-    """The entry holds what the database stored (a price rounded to its scale, a column a
-    trigger rewrote), never the instance's attributes."""
+    """The entry holds what the database stored (a price rounded to its scale), never the
+    instance's attributes."""
+    loaded = Post.objects.get(pk=post.pk)
+    loaded.price = "2.345"
+    loaded.save()
+    with queries() as q:
+        again = Post.objects.get(pk=post.pk)
+    assert q.count == (0 if writes_through() else 1)
+    assert row_of(again) == in_db(post.pk)
+    if connection.vendor == "postgresql":
+        assert again.price == Decimal("2.35")
+
+
+def test_a_before_trigger_that_rewrites_a_column(post: Post) -> None:
+    """A table with a trigger of its own is not written through (one that runs after the
+    UPDATE could change the row again); the read is the database's."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
@@ -76,14 +90,12 @@ def test_the_row_is_the_databases_not_the_instances(queries: Any, post: Post) ->
             )
     try:
         loaded = Post.objects.get(pk=post.pk)
-        loaded.title, loaded.price = "quiet", "2.345"
+        loaded.title = "quiet"
         loaded.save()
-        with queries() as q:
-            again = Post.objects.get(pk=post.pk)
-        assert q.count == (0 if writes_through() else 1)
+        again = Post.objects.get(pk=post.pk)
         assert row_of(again) == in_db(post.pk)
         if connection.vendor == "postgresql":
-            assert (again.title, again.price) == ("QUIET", Decimal("2.35"))
+            assert again.title == "QUIET"
     finally:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:

@@ -25,9 +25,9 @@ UPDATE and the store, however old the instance: a stale instance only wastes the
 The row stored must also be the row committed. Only an autocommit save qualifies (inside a
 transaction the row is not final until the commit), and only when the driver's connection is
 idle after the UPDATE (a ``BEGIN`` sent behind Django's back); the statement itself reports
-whether the table has an AFTER UPDATE trigger (which could change the row after RETURNING;
-an UPDATE rule's own actions run before the statement, so its RETURNING is still the last
-word). And the backend must compare and store in one step: Redis and the
+whether the table has a trigger of its own (an AFTER UPDATE trigger could change the row
+after RETURNING; an UPDATE rule's own actions run before the statement, so its RETURNING is
+still the last word). And the backend must compare and store in one step: Redis and the
 in-process engine do, Redis Cluster (whose keys live in different slots) does not.
 """
 
