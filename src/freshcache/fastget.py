@@ -349,7 +349,7 @@ def _get(
     cache_read.send(sender=model, func=None, hit=hit)
     obj = rebuild.got(model, qs, db, connection, rows)
     tokens = None
-    if field.primary_key:  # what a save of the instance may write through
+    if field.primary_key and connection.vendor == "postgresql":  # what a save may write through
         tokens = read.tokens if not hit else store.tokens_of(probe) if probe else None
     if tokens is not None:
         loaded = writethrough.Loaded(key, plan, tuple(tokens), timeout, prepped, db)

@@ -325,6 +325,7 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         result = run()
         skipped(using, [model._meta.db_table])
         return result
+    connection = connections[using]
     needed = _needed_fields(model, using)
     if needed and needed[0]:
         limit = 1 << 62 if _force_granular.get() else int(settings.GRANULAR_WRITE_LIMIT)
@@ -332,7 +333,7 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         if not pinned and reads_other_rows(query):
             needed = None  # the condition reads other rows: locking ours cannot pin those written
         elif pinned:
-            through = None if delete else writethrough.pending(model, connections[using])
+            through = None if delete else writethrough.pending(model, connection)
             outcome = run_returning(compiler, run, needed[0], delete, through[1] if through else ())
             if outcome is not None:
                 result, old, new, written = outcome
@@ -344,10 +345,9 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
                 rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
                 fill = None
                 if through is not None and written is not None:
-                    fill = writethrough.fill(through[0], written, through[2], connections[using])
+                    fill = writethrough.fill(through[0], written, through[2], connection)
                 request(using, [TableChange(table=table, rows=rows, columns=columns, fill=fill)])
                 return result
-    connection = connections[using]
     if (
         needed
         and needed[0]
