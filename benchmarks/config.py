@@ -43,6 +43,7 @@ MICRO_OPS = (
     "miss_fetch_20",
     "miss_after_write",
     "save",
+    "save_inlined",
     "invalidate_model",
     "cache_key",
 )

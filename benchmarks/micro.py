@@ -18,7 +18,7 @@ import gc
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ class Op:
     warmup: bool = True
     floor: bool = False
     floor_keys: int = 0
+    #: Wraps the op's warm-up and timed runs (a setting changed for them only).
+    around: Callable[[], AbstractContextManager[object]] = nullcontext
 
 
 @dataclass
@@ -146,6 +148,7 @@ def operations(config: Config, keys: Keys, adapter: Adapter) -> list[Op]:
         ),
         Op("miss_after_write", lambda pk: Item.objects.get(pk=pk), write_then_key, hit=False),
         Op("save", lambda obj: obj.save(), refill_then_load, hit=False),
+        Op("save_inlined", lambda obj: obj.save(), refill_then_load, hit=False, around=inlined),
         Op(
             "invalidate_model",
             lambda _: adapter.invalidate_model(Item),
@@ -202,6 +205,21 @@ def capture_reads() -> Iterator[list[str]]:
             setattr(cls, method, original)
 
 
+@contextmanager
+def inlined() -> Iterator[None]:
+    """Django's default database options meanwhile: psycopg prepares no statement."""
+    connection.ensure_connection()
+    raw = connection.connection
+    before = getattr(raw, "prepare_threshold", None)
+    if before is not None:
+        raw.prepare_threshold = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            raw.prepare_threshold = before
+
+
 def time_op(op: Op, start: int, iterations: int, warmup: int) -> list[int]:
     """Run ``warmup`` untimed then ``iterations`` timed calls; ``start`` numbers the first."""
     for i in range(start, start + warmup):
@@ -254,7 +272,8 @@ class Micro:
             return None
         start = self.done.get(name, 0)
         try:
-            samples = time_op(op, start, iterations, warmup if op.warmup else 0)
+            with op.around():
+                samples = time_op(op, start, iterations, warmup if op.warmup else 0)
         except NotAvailable:
             return None
         self.done[name] = start + iterations + (warmup if op.warmup else 0)

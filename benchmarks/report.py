@@ -43,6 +43,7 @@ OTHER_OPS = [
     ("miss_fetch_20", "fetch 20 rows miss, cold"),
     ("miss_after_write", "get(pk=) miss after a write"),
     ("save", "save() with invalidation"),
+    ("save_inlined", "save(), no prepared statements"),
     ("invalidate_model", "invalidate_model"),
     ("cache_key", "cache key alone"),
 ]
@@ -178,6 +179,12 @@ def section_machine(r: Run) -> str:
             commit = f" ({m['commit']})" if lib == FC else ""
             versions.append((dist, r.version(lib, "library") + commit))
     versions += [
+        (
+            "database options",
+            "`prepare_threshold: 5` for every library (psycopg may prepare a statement run "
+            "that often; Django's own cursor prepares nothing, freshcache prepares its writes "
+            "and fills; *save(), no prepared statements* is Django's default)",
+        ),
         ("command", f"`{r.raw['command']}`"),
         ("date, duration", f"{m['date']}, {r.raw['seconds'] / 60:.1f} minutes"),
     ]
@@ -530,6 +537,12 @@ def section_targets(r: Run) -> list[str]:
     if "none" in r.ids:
         against("miss_get_pk", "get(pk=) cold miss", "none", 1.3)
     against("save", "save() with invalidation", "cacheops", 0.6)
+    inlined, theirs = r.median(FC, "save_inlined"), r.median("cacheops", "save_inlined")
+    if inlined is not None and theirs is not None:
+        out.append(
+            f"  - the same without prepared statements (Django's default database options): "
+            f"{inlined / theirs:.2f}{TIMES} ({us(inlined)} µs vs {us(theirs)} µs)."
+        )
     invalidate = r.median(FC, "invalidate_model")
     if invalidate is not None:
         out.append(
@@ -626,8 +639,15 @@ def _cpu_note(r: Run) -> str:
         for i, c in cells.items()
         if c is not None and i in ("none", "cacheops", "cachalot")
     )
+
+    def delta(name: str, key: str) -> str:
+        d = (ours[key] or 0.0) - (bare[key] or 0.0)
+        return f"{name} {us(d)} µs" if d >= 0 else f"{name} {us(-d)} µs less"
+
+    less = (ours["postgres_us"] or 0.0) < (bare["postgres_us"] or 0.0)
+    why_less = " (its prepared statements cost PostgreSQL less than inlined ones)" if less else ""
     extra = ", ".join(
-        f"{name} {us((ours[k] or 0.0) - (bare[k] or 0.0))} µs"
+        delta(name, k)
         for name, k in (
             ("its process", "client_us"),
             ("PostgreSQL", "postgres_us"),
@@ -637,7 +657,7 @@ def _cpu_note(r: Run) -> str:
     return (
         f" At {w:.0%} writes one operation costs {us(cost_total(ours))} µs of CPU with "
         f"freshcache against {others} ([CPU per operation](#cpu-per-operation)). What "
-        f"freshcache adds to no cache is {extra}: half the operations are writes, each "
+        f"freshcache adds to no cache is {extra}{why_less}: half the operations are writes, each "
         "followed by a Redis round trip that must be acknowledged, most reads are misses that "
         "make one before their query, and on loopback TCP a round trip costs CPU on both "
         "sides (the sender runs the receiver's network stack and wakes it up). Two workers "
@@ -748,7 +768,10 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         "Median / p99 in microseconds. A cold miss reads a key never read before; a miss after "
         "a write reads a key whose cached value a `save()` just invalidated. `save()` is timed "
-        "on an item whose cached reads exist (they are refilled, untimed, before each save). "
+        "on an item whose cached reads exist (they are refilled, untimed, before each save); "
+        "*save(), no prepared statements* is the same with psycopg's prepared statements off, "
+        "as Django's default database options have them (freshcache's statements are then "
+        "parsed and planned on every call). "
         "`invalidate_model` is timed with that many distinct queries cached "
         f"({config['invalidate_repeats']} repetitions, refilled in between). The cache key "
         "alone is what a library computes from a queryset before its first round trip on a "

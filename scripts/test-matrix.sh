@@ -7,7 +7,8 @@
 #     main   .venv       Python 3.11, Django 5.2.x   all four combinations
 #     dj42   .venv-dj42  Python 3.10, Django 4.2.x   EXTRA_COMBOS
 #     dj6    .venv-dj6   Python 3.13, Django 6.x     EXTRA_COMBOS
-# Combinations: sqlite-locmem sqlite-redis postgres-locmem postgres-redis.
+# Combinations: sqlite-locmem sqlite-redis postgres-locmem postgres-redis (PostgreSQL ones
+# marked +prepared run with psycopg prepared statements allowed: see run_combo).
 #
 # Environment knobs (all optional; `make test VAR=...` passes them through):
 #     LEGS          legs to run, e.g. "main" (default: "main dj42 dj6")
@@ -167,8 +168,16 @@ fi
 run_combo() {
     local leg="$1" label="$2" combo="$3" marker="$4"
     local db="${combo%-*}" backend="${combo#*-}"
-    local name="$combo"
+    local name="$combo" prepare=""
     [[ "$marker" == system ]] && name="system"
+    # Some PostgreSQL runs let psycopg prepare statements (OPTIONS["prepare_threshold"]),
+    # which sends freshcache's guarded writes as prepared statements; the rest keep Django's
+    # default: postgres-locmem on every leg and all of dj6 (Django 6) are prepared.
+    if [[ "$db" == postgres && "$marker" != system ]] &&
+        [[ "$backend" == locmem || "$leg" == dj6 ]]; then
+        prepare=1
+        name="$name+prepared"
+    fi
     local report="$reports_dir/$leg-$name.xml"
     local rc=0 start detail counts
     banner "$label :: $db + $backend :: -m '$marker'"
@@ -177,6 +186,7 @@ run_combo() {
     (
         cd "$REPO_ROOT"
         FRESHCACHE_TEST_DB="$db" FRESHCACHE_TEST_BACKEND="$backend" \
+            FRESHCACHE_TEST_PG_PREPARE="$prepare" \
             "$(leg_venv "$leg")/bin/python" -m pytest --junitxml="$report" -m "$marker" \
             ${pytest_args[@]+"${pytest_args[@]}"}
     ) || rc=$?

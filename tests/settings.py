@@ -61,6 +61,10 @@ if TEST_DB == "postgres":
         "HOST": os.environ.get("FRESHCACHE_TEST_PG_HOST", "127.0.0.1"),
         "PORT": os.environ.get("FRESHCACHE_TEST_PG_PORT", "5432"),
     }
+    if os.environ.get("FRESHCACHE_TEST_PG_PREPARE"):
+        # psycopg prepares every statement it may (freshcache's guarded writes): the matrix
+        # runs some combinations this way, the others with Django's default (nothing).
+        _pg["OPTIONS"] = {"prepare_threshold": 0}
     DATABASES = {"default": _pg, "other": {**_pg, "TEST": {"NAME": "test_freshcache_other"}}}
 else:
     DATABASES = {

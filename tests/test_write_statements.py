@@ -36,11 +36,15 @@ def binding(request: pytest.FixtureRequest) -> Iterator[str]:
     options = connection.settings_dict.setdefault("OPTIONS", {})
     connection.close()
     options["server_side_binding"] = True
+    # Django reads the option once per connection object (it decides how statements are
+    # logged): as configured from the start.
+    connection.features.__dict__.pop("uses_server_side_binding", None)
     try:
         yield request.param
     finally:
         connection.close()
         options.pop("server_side_binding", None)
+        connection.features.__dict__.pop("uses_server_side_binding", None)
 
 
 def statements(queries: Any, write: Any) -> list[str]:

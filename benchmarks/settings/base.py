@@ -21,6 +21,11 @@ DATABASES = {
         "USER": os.environ.get("BENCH_PG_USER", "postgres"),
         "NAME": os.environ.get("BENCH_DB_NAME", "bench"),
         "CONN_MAX_AGE": None,
+        # psycopg may prepare statements run this often on a connection (Django turns that
+        # off unless asked, for PgBouncer's sake). The same for every library; Django's own
+        # cursor inlines values and prepares nothing, freshcache prepares its own writes and
+        # fills (see docs/production.md). The micro suite also times save() with it off.
+        "OPTIONS": {"prepare_threshold": 5},
     }
 }
 

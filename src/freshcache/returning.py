@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
@@ -46,6 +47,7 @@ from django.db.models.lookups import Exact, In
 from django.db.models.sql.where import AND
 
 from freshcache.memo import Memo
+from freshcache.prepared import allowed, prepared
 
 __all__ = ["Returned", "pinned_rows", "run_returning"]
 
@@ -126,7 +128,13 @@ def run_returning(
         if guard is not None:
             text, names, picks = guard
             result, rows = _execute(
-                compiler, run, connection, text, (*params, *(params[i] for i in picks)), names
+                compiler,
+                run,
+                connection,
+                text,
+                (*params, *(params[i] for i in picks)),
+                names,
+                prepare=True,
             )
             if rows is None or len(rows) > 1:
                 return result, None, None, None
@@ -143,7 +151,9 @@ def run_returning(
     new_params = tuple(params)
     if repeated:
         new_params += new_params[-repeated:]
-    result, returned = _execute(compiler, run, connection, rewritten, new_params, names)
+    result, returned = _execute(
+        compiler, run, connection, rewritten, new_params, names, prepare=delete
+    )
     if returned is None:
         return result, None, None, None
     n = len(fields)
@@ -159,9 +169,13 @@ def _execute(
     text: str,
     params: tuple[Any, ...],
     names: list[str],
+    prepare: bool = False,
 ) -> tuple[Any, list[tuple[Any, ...]] | None]:
     """Run the write as ``text``; its result and the rows it returned (None if they did not
-    come back: another statement ran on the cursor after it, or the text was not sent)."""
+    come back: another statement ran on the cursor after it, or the text was not sent).
+    ``prepare``: the text binds only plain values where their column gives them a type, so it
+    may run as a prepared statement where the connection allows those
+    (:mod:`freshcache.prepared`)."""
 
     def as_sql(*args: Any, **kwargs: Any) -> Any:
         return text, params
@@ -181,8 +195,9 @@ def _execute(
         return result
 
     compiler.as_sql = as_sql
+    binding = prepared(connection) if prepare and allowed(connection) else nullcontext()
     try:
-        with connection.execute_wrapper(catch):
+        with binding, connection.execute_wrapper(catch):
             result = run()
     finally:
         del compiler.as_sql
