@@ -256,3 +256,31 @@ def test_without_the_option_nothing_is_prepared(
         invalidate_model(Category)
         assert Category.objects.get(pk=pk).slug in ("a", "b")
     assert prepared_statements() == []
+
+
+def test_a_cursor_class_of_the_projects_own_is_kept(
+    prepare: None, two: tuple[Category, Category]
+) -> None:
+    """A project's own ``OPTIONS["cursor_factory"]`` (here a subclass of Django's inlining
+    cursor) stays in use for freshcache's statements: nothing is prepared, all stays fresh."""
+    a, b = two
+    post = Post.objects.create(title="t", category=a)
+    raw = connection.connection
+    before = getattr(raw, "cursor_factory", None)
+    own = None
+    if connection.vendor == "postgresql":
+        from django.db.backends.postgresql.base import Cursor
+
+        own = raw.cursor_factory = type("ProjectCursor", (Cursor,), {})
+    try:
+        for i in range(4):
+            reads(a, b, post.pk)
+            loaded = Post.objects.get(pk=post.pk)
+            loaded.title = f"t{i}"
+            loaded.save()
+            assert reads(a, b, post.pk) == (1, 0, [f"t{i}"], (f"t{i}", a.pk))
+            assert getattr(raw, "cursor_factory", None) is (own or before)
+        assert prepared_statements() == []
+    finally:
+        if own is not None:
+            raw.cursor_factory = before

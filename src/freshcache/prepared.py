@@ -22,7 +22,8 @@ from typing import Any
 
 __all__ = ["allowed", "prepared"]
 
-_cursor_class: list[Any] = []
+#: Django's two psycopg 3 cursor classes: (inlining, server-side binding).
+_classes: list[tuple[Any, Any]] = []
 
 
 def allowed(connection: Any) -> bool:
@@ -42,14 +43,19 @@ def allowed(connection: Any) -> bool:
 def prepared(connection: Any) -> Iterator[None]:
     """Cursors ``connection`` opens meanwhile send their values apart from the text (Django's
     cursor for ``server_side_binding``), so psycopg may prepare them; call only when
-    :func:`allowed`."""
+    :func:`allowed`. A connection already on that cursor needs nothing; one on a cursor class
+    of the project's own (``OPTIONS["cursor_factory"]``) keeps it."""
     raw = connection.connection
-    if not _cursor_class:
-        from django.db.backends.postgresql.base import ServerBindingCursor
+    if not _classes:
+        from django.db.backends.postgresql.base import Cursor, ServerBindingCursor
 
-        _cursor_class.append(ServerBindingCursor)
-    inlined, raw.cursor_factory = raw.cursor_factory, _cursor_class[0]
+        _classes.append((Cursor, ServerBindingCursor))
+    inlining, binding = _classes[0]
+    if raw.cursor_factory is not inlining:
+        yield
+        return
+    raw.cursor_factory = binding
     try:
         yield
     finally:
-        raw.cursor_factory = inlined
+        raw.cursor_factory = inlining
