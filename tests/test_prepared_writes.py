@@ -97,6 +97,20 @@ def reads(a: Category, b: Category, pk: int) -> tuple[Any, ...]:
     )
 
 
+def assert_prepared(head: str) -> None:
+    """On PostgreSQL, a statement of freshcache's starting with ``head`` is held prepared."""
+    if connection.vendor == "postgresql":
+        held = prepared_writes()
+        assert any(s.startswith(head) for s in held), held
+
+
+def retitle(pk: int, title: str) -> None:
+    """The load-modify-save a view does: ``get(pk=)``, a new title, ``save()``."""
+    loaded = Post.objects.get(pk=pk)
+    loaded.title = title
+    loaded.save()
+
+
 def test_saves_run_prepared_and_each_one_invalidates(
     prepare: None, two: tuple[Category, Category]
 ) -> None:
@@ -104,13 +118,10 @@ def test_saves_run_prepared_and_each_one_invalidates(
     post = Post.objects.create(title="t0", category=a)
     for i in range(1, 6):  # the first run prepares it, the later ones run the prepared one
         assert reads(a, b, post.pk) == (1, 0, [f"t{i - 1}"], (f"t{i - 1}", a.pk))
-        loaded = Post.objects.get(pk=post.pk)
-        loaded.title = f"t{i}"
-        loaded.save()
+        retitle(post.pk, f"t{i}")
         assert reads(a, b, post.pk) == (1, 0, [f"t{i}"], (f"t{i}", a.pk))
         assert Post.objects.get(pk=post.pk).title == f"t{i}" == db_post(post.pk)[0]
-    if connection.vendor == "postgresql":
-        assert any(s.startswith('UPDATE "testapp_post"') for s in prepared_writes())
+    assert_prepared('UPDATE "testapp_post"')
 
 
 def test_a_prepared_save_that_moves_the_row_invalidates_both_sides(
@@ -138,8 +149,7 @@ def test_prepared_deletes_invalidate(prepare: None, two: tuple[Category, Categor
         assert reads(a, b, post.pk) == (2 - i, 0, [f"p{j}" for j in range(i + 1, 3)], None)
         with pytest.raises(Post.DoesNotExist):
             Post.objects.get(pk=post.pk)
-    if connection.vendor == "postgresql":
-        assert any(s.startswith('DELETE FROM "testapp_post"') for s in prepared_writes())
+    assert_prepared('DELETE FROM "testapp_post"')
 
 
 def test_a_prepared_save_inside_a_rolled_back_transaction_leaves_nothing_stale(
@@ -149,9 +159,7 @@ def test_a_prepared_save_inside_a_rolled_back_transaction_leaves_nothing_stale(
     post = Post.objects.create(title="kept", category=a)
     assert reads(a, b, post.pk) == (1, 0, ["kept"], ("kept", a.pk))
     with pytest.raises(RuntimeError), transaction.atomic():
-        loaded = Post.objects.get(pk=post.pk)
-        loaded.title = "dropped"
-        loaded.save()
+        retitle(post.pk, "dropped")
         assert reads(a, b, post.pk) == (1, 0, ["dropped"], ("dropped", a.pk))
         raise RuntimeError
     assert reads(a, b, post.pk) == (1, 0, ["kept"], ("kept", a.pk))
@@ -246,9 +254,7 @@ def test_without_the_option_nothing_is_prepared(
     post = Post.objects.create(title="t", category=a)
     for i in range(6):
         reads(a, b, post.pk)
-        loaded = Post.objects.get(pk=post.pk)
-        loaded.title = f"t{i}"
-        loaded.save()
+        retitle(post.pk, f"t{i}")
         assert reads(a, b, post.pk) == (1, 0, [f"t{i}"], (f"t{i}", a.pk))
     Post.objects.get(pk=post.pk).delete()
     assert reads(a, b, post.pk) == (0, 0, [], None)
@@ -275,9 +281,7 @@ def test_a_cursor_class_of_the_projects_own_is_kept(
     try:
         for i in range(4):
             reads(a, b, post.pk)
-            loaded = Post.objects.get(pk=post.pk)
-            loaded.title = f"t{i}"
-            loaded.save()
+            retitle(post.pk, f"t{i}")
             assert reads(a, b, post.pk) == (1, 0, [f"t{i}"], (f"t{i}", a.pk))
             assert getattr(raw, "cursor_factory", None) is (own or before)
         assert prepared_statements() == []
