@@ -42,21 +42,26 @@ def prepared_writes() -> list[str]:
 
 
 def _threshold(value: int | None) -> Iterator[None]:
-    """Set the driver connection's ``prepare_threshold`` for the test, and drop what it
-    prepared after."""
+    """Set the driver connection's ``prepare_threshold`` for the test, with nothing prepared
+    before it (earlier tests may have run with the matrix's prepared settings) or after."""
     connection.ensure_connection()
     raw = connection.connection
     if connection.vendor != "postgresql" or not hasattr(raw, "prepare_threshold"):
         yield
         return
     before = raw.prepare_threshold
+    _deallocate()
     raw.prepare_threshold = value
     try:
         yield
     finally:
         raw.prepare_threshold = before
-        with connection.cursor() as cursor:
-            cursor.execute("DEALLOCATE ALL")
+        _deallocate()
+
+
+def _deallocate() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
 
 
 @pytest.fixture
