@@ -16,6 +16,7 @@ __all__ = [
     "HIT_OPS",
     "LIBRARIES",
     "MICRO_OPS",
+    "PREPARE_THRESHOLD",
     "REPO_ROOT",
     "Config",
     "Library",
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The database ``OPTIONS["prepare_threshold"]`` every library runs with (the report says so).
+PREPARE_THRESHOLD = 5
 
 #: Operations served from a warm cache; each also gets a floor (see benchmarks/micro.py).
 HIT_OPS = (

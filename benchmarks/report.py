@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import REPO_ROOT
+from benchmarks.config import PREPARE_THRESHOLD, REPO_ROOT
 
 __all__ = ["cluster_markdown", "markdown", "write"]
 
@@ -181,7 +181,8 @@ def section_machine(r: Run) -> str:
     versions += [
         (
             "database options",
-            "`prepare_threshold: 5` for every library (psycopg may prepare a statement run "
+            f"`prepare_threshold: {PREPARE_THRESHOLD}` for every library (psycopg may prepare "
+            "a statement run "
             "that often; Django's own cursor prepares nothing, freshcache prepares its writes "
             "and fills; *save(), no prepared statements* is Django's default)",
         ),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from benchmarks.config import PREPARE_THRESHOLD
+
 SECRET_KEY = "freshcache-benchmarks-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -25,7 +27,7 @@ DATABASES = {
         # off unless asked, for PgBouncer's sake). The same for every library; Django's own
         # cursor inlines values and prepares nothing, freshcache prepares its own writes and
         # fills (see docs/production.md). The micro suite also times save() with it off.
-        "OPTIONS": {"prepare_threshold": 5},
+        "OPTIONS": {"prepare_threshold": PREPARE_THRESHOLD},
     }
 }
 
