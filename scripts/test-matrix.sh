@@ -172,7 +172,7 @@ run_combo() {
     [[ "$marker" == system ]] && name="system"
     # Some PostgreSQL runs let psycopg prepare statements (OPTIONS["prepare_threshold"]),
     # which sends freshcache's guarded writes as prepared statements; the rest keep Django's
-    # default: postgres-locmem on every leg and all of dj6 (Django 6) are prepared.
+    # default: postgres-locmem on every leg and postgres-* on dj6 (Django 6) are prepared.
     if [[ "$db" == postgres && "$marker" != system ]] &&
         [[ "$backend" == locmem || "$leg" == dj6 ]]; then
         prepare=1
