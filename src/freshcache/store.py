@@ -139,8 +139,9 @@ class TableChange:
     rows: Sequence[Mapping[str, Hashable]] = field(default_factory=list)
     columns: frozenset[str] = frozenset()
     whole_table: bool = False
-    #: The row's new ``get(pk=)`` entry, stored if nothing invalidated it since its load.
-    fill: Fill | None = None
+    #: The row's new ``get(pk=)`` entry (and its unique fields'), stored if nothing
+    #: invalidated it since its load.
+    fills: tuple[Fill, ...] = ()
 
 
 class Store(Resilience, DynamicValues, DogPileLocks):
@@ -392,7 +393,7 @@ class Store(Resilience, DynamicValues, DogPileLocks):
         with self._lock:
             missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
-            fills = [c.fill for c in changes if c.fill is not None]
+            fills = [f for c in changes for f in c.fills]
             current = self.backend.delete_and_get(
                 list(dict.fromkeys(delete + missed)), registries, fills
             )
