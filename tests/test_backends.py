@@ -95,35 +95,6 @@ def test_delete_and_get_stores_a_fill_only_if_its_tokens_held(
         assert values == [g, r, None, None, None]
 
 
-@pytest.mark.parametrize(
-    "registry, stored",
-    [
-        (b"@E;id;slug;", True),
-        (b"@E;slug;id;", True),
-        (b"@E;id;", False),  # writers would not delete the slug's stamp
-        (b"@E;id;a,slug;", False),  # another scheme that merely contains the name
-        (b"@E;id;slugs;", False),
-    ],
-)
-def test_a_fill_of_another_stamp_needs_its_scheme_listed(
-    any_backend: Backend, registry: bytes, stored: bool
-) -> None:
-    """A unique field's entry: checked by the row stamp ``s``, it sets the field's stamp ``u``,
-    and only if the registry lists the field's scheme; the entries' checks all run before any
-    fill writes (the primary key's fill sets ``s`` first here)."""
-    any_backend.prepare({}, [], {"g": b"G", "r": registry, "s": b"S", "u": b"U"}, 600, [])
-    other = Fill(key="w", check=("g", "r", "s"), expect=(b"G", b"@E", b"S"), token=b"u-new",
-                 payload=b"row", ttl=30, stamp_ttl=90, stamp="u", scheme="slug")  # fmt: skip
-    any_backend.delete_and_get(["s", "u"], ["r"], [_fill((b"G", b"@E", b"S")), other])
-    values = any_backend.get_many(["s", "v", "u", "w"])
-    if not any_backend.fills:
-        assert values == [None, None, None, None]
-    elif stored:
-        assert values == [b"new", b"row", b"u-new", b"row"]
-    else:
-        assert values == [b"new", b"row", None, None]
-
-
 def test_a_fill_keeps_what_it_depends_on_alive(any_backend: Backend) -> None:
     if not any_backend.fills:
         return

@@ -48,11 +48,10 @@ from django.db.models.query import ModelIterable
 from django.db.models.sql.constants import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from freshcache import aggregates, capture, fieldpaths, rebuild
+from freshcache import aggregates, capture, fastget, fieldpaths, rebuild
 from freshcache import transaction as tx
 from freshcache.conf import on_reset, profile_for, settings
 from freshcache.memo import Memo
-from freshcache.pristine import overrides_none, pristine, shape_of
 from freshcache.queryset import Learned, learning, options_of, policy_for, probed
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
@@ -267,12 +266,12 @@ def _steps(qs: QuerySet[Any]) -> tuple[Any, ...] | None:
         or qs._defer_next_filter
         or qs._sticky_filter
         or qs._known_related_objects
-        or not overrides_none(type(qs), _QS_MEMBERS)
+        or not fastget.overrides_none(type(qs), _QS_MEMBERS)
         or type(qs._query) is not Query
     ):
         return None
-    shape = shape_of(qs.model)
-    if shape is None or not pristine(qs._query, shape):
+    shape = fastget.shape_of(qs.model)
+    if shape is None or not fastget.pristine(qs._query, shape):
         return None
     return ()
 

@@ -49,27 +49,43 @@ from freshcache.exceptions import SerializationError, UncacheableQuery
 from freshcache.local import local_gets
 from freshcache.memo import Memo
 from freshcache.prepared import allowed, prepared
-from freshcache.pristine import Shape, django_exact, overrides_none, pristine, shape_of
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
 from freshcache.stamps import UNKNOWN, column_value, field_info
 from freshcache.store import Plan, store
 
-__all__ = ["NOT_HANDLED", "entry_for", "try_get"]
+__all__ = ["NOT_HANDLED", "overrides_none", "pristine", "shape_of", "try_get"]
 
 logger = logging.getLogger("freshcache")
 
 #: Returned when the call is not of the fast shape: the caller runs Django's own ``get()``.
 NOT_HANDLED: Any = object()
 
+#: Query attributes a pristine query may differ in: a cached property and our own options.
+_IGNORED = frozenset({"base_table", "_freshcache_options"})
 #: QuerySet methods a get() goes through; a subclass overriding any of them is not ours to skip.
 _QS_METHODS = ("get", "filter", "_filter_or_exclude", "order_by", "_chain", "_clone", "__len__",
                "_fetch_all", "__iter__", "iterator")  # fmt: skip
 _VALUE_TYPES = (int, str, UUID)
+_MISSING = object()
 #: Longer text values are not remembered: the memo holds 4,096 values, which may be user input.
 _MAX_MEMO_TEXT = 200
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What is fixed per model: the pristine query's state and the lookups that qualify."""
+
+    baseline: tuple[tuple[str, object], ...]
+    names: frozenset[str]
+    n_attrs: int
+    fields: dict[str, Any]
+    table: str
+    columns: str
+
+
+_shapes: dict[type, _Shape | None] = {}
+_qs_classes: dict[tuple[type, tuple[str, ...]], bool] = {}
 _disabled: set[tuple[type, str]] = set()
 _vouched_for: set[tuple[type, str, str, type]] = set()
 #: The statement a fill sends, per (model, attname, db, value type, connection class, Query
@@ -83,8 +99,74 @@ _lock = threading.Lock()
 @on_reset
 def _forget() -> None:
     with _lock:
+        _shapes.clear()
         _disabled.clear()
         _vouched_for.clear()
+
+
+def shape_of(model: type) -> _Shape | None:
+    try:
+        return _shapes[model]
+    except KeyError:
+        pass
+    opts = model._meta  # type: ignore[attr-defined]
+    shape = None
+    if not opts.parents and not opts.abstract:
+        state = vars(Query(model))
+        baseline = tuple((k, v) for k, v in state.items() if k not in _IGNORED)
+        fields: dict[str, Any] = {}
+        for field in opts.concrete_fields:
+            if field.is_relation and not field.primary_key:
+                continue
+            for name in {field.name, field.attname}:
+                fields[name] = fields[f"{name}__exact"] = field
+            if field.primary_key:
+                fields["pk"] = fields["pk__exact"] = field
+        columns = ",".join(f.column for f in opts.concrete_fields)
+        shape = _Shape(
+            baseline,
+            frozenset(k for k, _ in baseline),
+            len(baseline),
+            fields,
+            opts.db_table,
+            columns,
+        )
+    with _lock:
+        _shapes[model] = shape
+    return shape
+
+
+def overrides_none(qs_class: type, members: tuple[str, ...]) -> bool:
+    """Whether ``qs_class`` inherits each of ``members`` from Django's ``QuerySet`` untouched."""
+    key = (qs_class, members)
+    verdict = _qs_classes.get(key)
+    if verdict is None:
+        verdict = all(getattr(qs_class, m) is getattr(QuerySet, m) for m in members)
+        _qs_classes[key] = verdict
+    return verdict
+
+
+def _django_exact(field: Any) -> bool:
+    """Whether ``field__exact`` is Django's own lookup (a registered one may compare otherwise)."""
+    lookup = field.get_lookup("exact")
+    return lookup is not None and lookup.__module__.startswith("django.")
+
+
+def pristine(query: Query, shape: _Shape) -> bool:
+    """Whether ``query`` is a fresh ``Query(model)``: the same instance state, where an attribute
+    a clone sets to its class default counts as unset."""
+    state = vars(query)
+    if len(state) != shape.n_attrs:
+        cls = type(query)
+        for k, v in state.items():
+            if k not in shape.names and k not in _IGNORED:
+                default = getattr(cls, k, _MISSING)
+                if default is _MISSING or default != v:
+                    return False
+    try:
+        return all(state[k] == v for k, v in shape.baseline)
+    except KeyError:
+        return False
 
 
 def _lookup(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, object] | None:
@@ -119,7 +201,7 @@ def try_get(qs: QuerySet[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     value = lookup[1]
     if field is None or type(value) not in _VALUE_TYPES or (model, field.attname) in _disabled:
         return NOT_HANDLED
-    if not django_exact(field):
+    if not _django_exact(field):
         return NOT_HANDLED
     if (
         qs._iterable_class is not ModelIterable
@@ -168,7 +250,7 @@ def _in_range(field: Any, value: int, connection: Any) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
 
 
-def _policy(model: type, query: Query | None) -> tuple[int, bool, bool] | None:
+def _policy(model: type, query: Query) -> tuple[int, bool, bool] | None:
     profile = profile_for(model)
     if profile is None:
         return None
@@ -185,7 +267,7 @@ def _policy(model: type, query: Query | None) -> tuple[int, bool, bool] | None:
     return timeout, lock, profile.local_get
 
 
-def _deps(shape: Shape, field: Any, prepped: object, db: str) -> Deps:
+def _deps(shape: _Shape, field: Any, prepped: object, db: str) -> Deps:
     """What the dependency walker makes of ``WHERE <column> = prepped`` on one table."""
     kind = field_info(field)[1]
     if kind is str and not text_exact(db):
@@ -219,7 +301,7 @@ class _Read:
 def _get(
     qs: QuerySet[Any],
     model: Any,
-    shape: Shape,
+    shape: _Shape,
     field: Any,
     prepped: object,
     lookup: tuple[str, object],
@@ -228,7 +310,16 @@ def _get(
     policy: tuple[int, bool, bool],
 ) -> Any:
     timeout, use_lock, local_get = policy
-    key, plan, deps = _entry(shape, model, field, prepped, db)
+    profile = profile_for(model)
+    prefix = key_prefix(db, (shape.table,))
+    scope = "" if profile is not None and profile.db_agnostic else db
+    memo = (prefix, scope, db, model, field.attname, type(prepped), prepped)
+    known = _keys.get(memo)
+    if known is None:
+        known = _key_and_plan(shape, model, field, prepped, db, prefix, scope)
+        if not isinstance(prepped, str) or len(prepped) <= _MAX_MEMO_TEXT:
+            _keys.put(memo, known)
+    key, plan, deps = known
     local = local_get and store.healthy()
     seq = local_gets.seq
     if local:
@@ -269,45 +360,8 @@ def _get(
     return obj
 
 
-def entry_for(model: Any, field: Any, value: object, db: str) -> tuple[str, Plan, int] | None:
-    """The key, plan and timeout of the entry a plain ``Model.objects.get(<field>=value)`` reads
-    on ``db`` through this path, when the field's fast plan is vouched for and names the row's
-    own stamp; :mod:`freshcache.writethrough` stores a saved row there too."""
-    shape = shape_of(model)
-    attname: str = field.attname
-    if (
-        shape is None
-        or shape.fields.get(attname) is not field
-        or (model, attname) in _disabled
-        or (model, attname, db, type(value)) not in _vouched_for
-    ):
-        return None
-    policy = _policy(model, None)
-    if policy is None:
-        return None
-    key, plan, deps = _entry(shape, model, field, value, db)
-    if deps[shape.table] == frozenset({()}) or len(plan.keys) != 3:
-        return None  # the entry depends on the whole table, which a fill must not stamp
-    return key, plan, policy[0]
-
-
-def _entry(
-    shape: Shape, model: Any, field: Any, prepped: object, db: str
-) -> tuple[str, Plan, Deps]:
-    profile = profile_for(model)
-    prefix = key_prefix(db, (shape.table,))
-    scope = "" if profile is not None and profile.db_agnostic else db
-    memo = (prefix, scope, db, model, field.attname, type(prepped), prepped)
-    known = _keys.get(memo)
-    if known is None:
-        known = _key_and_plan(shape, model, field, prepped, db, prefix, scope)
-        if not isinstance(prepped, str) or len(prepped) <= _MAX_MEMO_TEXT:
-            _keys.put(memo, known)
-    return known
-
-
 def _key_and_plan(
-    shape: Shape, model: Any, field: Any, prepped: object, db: str, prefix: str, scope: str
+    shape: _Shape, model: Any, field: Any, prepped: object, db: str, prefix: str, scope: str
 ) -> tuple[str, Plan, Deps]:
     """The value key, plan and dependencies of ``get(<field>=prepped)``: everything in them
     comes from the arguments (the prefix too, taken per call since a callable prefix may

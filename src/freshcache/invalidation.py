@@ -27,7 +27,6 @@ from django.db.models.sql.query import Query
 
 from freshcache import dbcascade, writethrough
 from freshcache import transaction as tx
-from freshcache.backends.base import Fill
 from freshcache.conf import key_prefix, settings
 from freshcache.returning import pinned_rows, run_returning
 from freshcache.signals import cache_invalidated
@@ -344,10 +343,10 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
                     return result
                 fields, columns = needed
                 rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
-                fills: tuple[Fill, ...] = ()
+                fill = None
                 if through is not None and written is not None:
-                    fills = writethrough.fill(model, through[0], written, through[2], connection)
-                request(using, [TableChange(table=table, rows=rows, columns=columns, fills=fills)])
+                    fill = writethrough.fill(through[0], written, through[2], connection)
+                request(using, [TableChange(table=table, rows=rows, columns=columns, fill=fill)])
                 return result
     if (
         needed

@@ -139,9 +139,8 @@ class TableChange:
     rows: Sequence[Mapping[str, Hashable]] = field(default_factory=list)
     columns: frozenset[str] = frozenset()
     whole_table: bool = False
-    #: The row's new ``get(pk=)`` entry (and its unique fields'), stored if nothing
-    #: invalidated it since its load.
-    fills: tuple[Fill, ...] = ()
+    #: The row's new ``get(pk=)`` entry, stored if nothing invalidated it since its load.
+    fill: Fill | None = None
 
 
 class Store(Resilience, DynamicValues, DogPileLocks):
@@ -393,7 +392,7 @@ class Store(Resilience, DynamicValues, DogPileLocks):
         with self._lock:
             missed = list(self._missed)  # a writer-only process delivers what it missed here
         try:
-            fills = [f for c in changes for f in c.fills]
+            fills = [c.fill for c in changes if c.fill is not None]
             current = self.backend.delete_and_get(
                 list(dict.fromkeys(delete + missed)), registries, fills
             )

@@ -42,7 +42,6 @@ import msgpack
 from django.db import transaction
 from django.db.models import Model
 
-from freshcache import fastget
 from freshcache.backends.base import Fill
 from freshcache.conf import profile_for, settings
 from freshcache.serializers import rows_codec
@@ -56,8 +55,6 @@ _saving: ContextVar[Any] = ContextVar("freshcache_saving", default=None)
 _ATTR = "freshcache_loaded"
 #: Whether a fast get's statement selects each column as itself, by statement text.
 _plain: dict[str, bool] = {}
-#: Per model, its unique fields other than the primary key (see :func:`_unique_fields`).
-_uniques: dict[type, list[tuple[int, Any]]] = {}
 
 
 @dataclass(frozen=True)
@@ -128,27 +125,24 @@ def pending(model: type, connection: Any) -> tuple[Loaded, list[Any], int] | Non
     return loaded, fields, fields.index(model._meta.pk)
 
 
-def fill(
-    model: Any, loaded: Loaded, row: tuple[Any, ...], pk_index: int, connection: Any
-) -> tuple[Fill, ...]:
-    """The entries to store in the invalidation's round trip: ``row`` as the database returned
-    it, if it is the row the instance was loaded from and it is committed; under its primary
-    key, and under each unique field a fast ``get()`` reads by (see :func:`_unique_fills`)."""
+def fill(loaded: Loaded, row: tuple[Any, ...], pk_index: int, connection: Any) -> Fill | None:
+    """The entry to store in the invalidation's round trip: ``row`` as the database returned
+    it, if it is the row the instance was loaded from and it is committed."""
     if not _committed(connection):
-        return ()
+        return None
     value = row[pk_index]
     if type(value) is not type(loaded.pk) or value != loaded.pk:
-        return ()  # the primary key was changed before the save: another row
+        return None  # the primary key was changed before the save: another row
     try:
         data = rows_codec().dumps([row])
     except Exception:  # not storable: the invalidation goes on without it
-        return ()
+        return None
     token = new_token()
     payload = msgpack.packb([[*loaded.tokens[:2], token], data], use_bin_type=True)
     if len(payload) > settings.MAX_VALUE_SIZE:
-        return ()
+        return None
     g, registry, stamp = loaded.plan.keys
-    first = Fill(
+    return Fill(
         key=loaded.key,
         check=(g, registry, stamp),
         expect=loaded.tokens,
@@ -157,59 +151,6 @@ def fill(
         ttl=loaded.timeout,
         stamp_ttl=loaded.timeout + STAMP_MARGIN,
     )
-    return (first, *_unique_fills(model, first, loaded, row, data))
-
-
-def _unique_fills(
-    model: Any, first: Fill, loaded: Loaded, row: tuple[Any, ...], data: bytes
-) -> list[Fill]:
-    """The row's entries under ``get(<unique field>=<its value>)``, checked as the primary
-    key's entry is: by the row stamp's token, which vouches for them as well. While the row
-    holds the value, the unique constraint keeps every other row from it, so only a write to
-    this row changes what those reads answer, and such a write deletes the row stamp (before
-    the script: nothing is stored) and the field's stamp with it (after: the entry goes). Each
-    entry's own stamp gets a new token, and the registry must list the field's scheme, or a
-    writer would not know to delete that stamp.
-
-    The entry is keyed by the value the database returned: the one a ``get()`` sends to find
-    this row, since a field whose ``get_db_prep_value`` sends something else has no stamps of
-    its own (:func:`freshcache.stamps.field_info`), which :func:`fastget.entry_for` refuses."""
-    fills: list[Fill] = []
-    for index, field in _unique_fields(model):
-        value = row[index]
-        entry = fastget.entry_for(model, field, value, loaded.db)
-        if entry is None:
-            continue
-        key, plan, timeout = entry
-        if plan.keys[:2] != first.check[:2] or len(plan.schemes[0]) != 1:
-            continue
-        (scheme,) = plan.schemes[0]
-        token = new_token()
-        payload = msgpack.packb([[*loaded.tokens[:2], token], data], use_bin_type=True)
-        fills.append(
-            Fill(
-                key=key,
-                check=first.check,
-                expect=first.expect,
-                token=token,
-                payload=payload,
-                ttl=timeout,
-                stamp_ttl=timeout + STAMP_MARGIN,
-                stamp=plan.keys[2],
-                scheme=scheme,
-            )
-        )
-    return fills
-
-
-def _unique_fields(model: Any) -> list[tuple[int, Any]]:
-    """(index among the concrete fields, field) of the model's single-column unique fields."""
-    known = _uniques.get(model)
-    if known is None:
-        fields = model._meta.concrete_fields
-        known = [(i, f) for i, f in enumerate(fields) if f.unique and not f.primary_key]
-        _uniques[model] = known
-    return known
 
 
 def _committed(connection: Any) -> bool:

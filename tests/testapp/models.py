@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Value
@@ -111,22 +109,6 @@ class NormalizedCharField(models.CharField):  # type: ignore[type-arg]
 class Member(models.Model):
     handle = NormalizedCharField(max_length=50)
     level = models.IntegerField(default=0)
-
-
-class EncodedCharField(models.CharField):  # type: ignore[type-arg]
-    """Stores ``enc:<value>``: the column never holds the value the ORM compares it with."""
-
-    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
-        value = super().get_db_prep_value(value, connection, prepared)
-        return None if value is None else f"enc:{value}"
-
-    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
-        return value if value is None else value.removeprefix("enc:")
-
-
-class Badge(models.Model):
-    code = EncodedCharField(max_length=50, unique=True)
-    title = models.CharField(max_length=50)
 
 
 class Note(models.Model):

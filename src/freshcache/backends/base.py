@@ -53,8 +53,7 @@ def wrap_errors(
 class Fill:
     """A value an invalidation stores in its own step, if ``check`` (a plan's global epoch,
     registry and stamp keys) still hold ``expect`` (the global token, the registry's epoch,
-    the stamp's token) and the registry lists ``scheme`` (when given): the stamp ``stamp``
-    (the checked one when empty) then gets ``token`` (for ``stamp_ttl`` seconds) and ``key``
+    the stamp's token): the stamp then gets ``token`` (for ``stamp_ttl`` seconds) and ``key``
     the ``payload`` (for ``ttl``). See :mod:`freshcache.writethrough`."""
 
     key: str
@@ -64,13 +63,6 @@ class Fill:
     payload: bytes
     ttl: int
     stamp_ttl: int
-    stamp: str = ""
-    scheme: str = ""
-
-    @property
-    def target(self) -> str:
-        """The stamp key the fill sets."""
-        return self.stamp or self.check[2]
 
 
 class Backend(abc.ABC):

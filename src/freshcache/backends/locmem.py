@@ -140,7 +140,7 @@ class LocMemBackend(Backend):
                 self._data.pop(key, None)
             values = [self._get(key, now) for key in keys]
             for fill in held:
-                self._set(fill.target, fill.token, now + fill.stamp_ttl)
+                self._set(fill.check[2], fill.token, now + fill.stamp_ttl)
                 self._set(fill.key, fill.payload, now + fill.ttl)
                 for key in fill.check[:2]:
                     item = self._data.get(key)
@@ -156,7 +156,6 @@ class LocMemBackend(Backend):
             and stamp == fill.expect[2]
             and registry is not None
             and registry.split(b";", 1)[0] == fill.expect[1]
-            and (not fill.scheme or f";{fill.scheme};".encode() in registry)
         )
 
     def lock_acquire(self, key: str, token: bytes, ttl_ms: int) -> tuple[bool, bytes | None, int]:

@@ -373,9 +373,8 @@ class RedisBackend(Backend):
             args: list[Any] = [len(delete), len(fills)]
             extra: list[str] = []
             for fill in fills:
-                extra.extend((*fill.check, fill.target, fill.key))
-                args.extend((*fill.expect, fill.token, fill.payload, fill.ttl, fill.stamp_ttl,
-                             fill.scheme))  # fmt: skip
+                extra.extend((*fill.check, fill.key))
+                args.extend((*fill.expect, fill.token, fill.payload, fill.ttl, fill.stamp_ttl))
             try:
                 return self._script(self._delete_and_fill, DELETE_AND_FILL,
                                     [*delete, *keys, *extra], args)  # fmt: skip

@@ -49,37 +49,34 @@ if #KEYS > n then values = redis.call('mget', unpack(KEYS, n + 1, #KEYS)) end
 table.insert(values, 1, KEYS[1])
 return values
 """
-# The same, after checking each fill (the last 5 keys per fill: global epoch, registry, the
-# stamp checked, the stamp set, value; 8 arguments each after ARGV[1..2]: the three tokens
-# expected (the registry's epoch is its text up to the first ';'), the stamp's new token, the
-# payload, the value's and the stamp's TTLs, and a scheme the registry must list, or ''); a
-# fill whose check held then sets its stamp and the value, and keeps the epoch and the registry
-# alive as long as the stamp. Every check runs before any write. See freshcache.writethrough.
+# The same, after checking each fill (the last 4 keys per fill: global epoch, registry, stamp,
+# value; 7 arguments each after ARGV[1..2]: the three tokens expected (the registry's epoch is
+# its text up to the first ';'), the stamp's new token, the payload, the value's and the stamp's
+# TTLs); a fill whose check held then sets the stamp and the value, and keeps the epoch and
+# the registry alive as long as the stamp. See freshcache.writethrough.
 DELETE_AND_FILL = """
 local n = tonumber(ARGV[1])
 local f = tonumber(ARGV[2])
-local last = #KEYS - 5 * f
+local last = #KEYS - 4 * f
 local ok = {}
 for i = 1, f do
-  local k = last + 5 * (i - 1)
-  local a = 2 + 8 * (i - 1)
+  local k = last + 4 * (i - 1)
+  local a = 2 + 7 * (i - 1)
   local g = redis.call('get', KEYS[k + 1])
   local r = redis.call('get', KEYS[k + 2])
   local s = redis.call('get', KEYS[k + 3])
-  local scheme = ARGV[a + 8]
   ok[i] = g == ARGV[a + 1] and s == ARGV[a + 3] and r and string.match(r, '^[^;]*') == ARGV[a + 2]
-    and (scheme == '' or string.find(r, ';' .. scheme .. ';', 1, true) ~= nil)
 end
 if n > 0 then redis.call('del', unpack(KEYS, 1, n)) end
 local values = {}
 if last > n then values = redis.call('mget', unpack(KEYS, n + 1, last)) end
 for i = 1, f do
   if ok[i] then
-    local k = last + 5 * (i - 1)
-    local a = 2 + 8 * (i - 1)
+    local k = last + 4 * (i - 1)
+    local a = 2 + 7 * (i - 1)
     local stamp_ttl = tonumber(ARGV[a + 7])
-    redis.call('set', KEYS[k + 4], ARGV[a + 4], 'EX', stamp_ttl)
-    redis.call('set', KEYS[k + 5], ARGV[a + 5], 'EX', tonumber(ARGV[a + 6]))
+    redis.call('set', KEYS[k + 3], ARGV[a + 4], 'EX', stamp_ttl)
+    redis.call('set', KEYS[k + 4], ARGV[a + 5], 'EX', tonumber(ARGV[a + 6]))
     for j = 1, 2 do
       local left = redis.call('ttl', KEYS[k + j])
       if left >= 0 and left < stamp_ttl then redis.call('expire', KEYS[k + j], stamp_ttl) end
