@@ -7,6 +7,7 @@ give the same answers, from the database.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from freshcache.store import store
-from tests.conftest import on_another_connection
+from tests.conftest import on_another_connection, start_elsewhere
 from tests.testapp.models import Category, Post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -249,3 +250,47 @@ def test_tables_with_foreign_keys_either_way_are_written_through(queries: Any, p
         with queries() as q:
             assert model.objects.get(pk=pk).title == f"{model.__name__} again"
         assert q.count == (0 if writes_through() else 1)
+
+
+def test_a_value_another_row_takes_meanwhile_is_never_hidden() -> None:
+    """Only the ``get(pk=)`` entry is written through, never the row's entries under other
+    values: the row stamp vouches for what this row holds, not for which row holds a value.
+    Ours commits; a second write moves the row off its slug and is held before its
+    invalidation; a third gives that slug to another row and returns; then ours finishes.
+    A read by that slug must find the other row."""
+    news = Category.objects.create(title="News", slug="news")
+    assert Category.objects.get(slug="news").pk == news.pk  # cached, under the slug's stamp
+    loaded = Category.objects.get(pk=news.pk)
+    moved, release = threading.Event(), threading.Event()
+
+    def held_after_update(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        committed = connection.get_autocommit() and not connection.in_atomic_block
+        if sql.startswith("UPDATE") and context["cursor"].rowcount > 0 and committed:
+            moved.set()
+            release.wait(10)
+        return result
+
+    def move() -> None:
+        with connection.execute_wrapper(held_after_update):
+            Category.objects.filter(pk=news.pk).update(slug="old-news")
+
+    def then_the_others(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith("UPDATE") and not started:
+            started.append(start_elsewhere(move))
+            assert moved.wait(10)
+            on_another_connection(lambda: Category.objects.create(title="Other", slug="news"))
+        return result
+
+    started: list[Any] = []
+    loaded.title = "Ours"
+    try:
+        with connection.execute_wrapper(then_the_others):
+            loaded.save()
+        assert Category.objects.get(slug="news").title == "Other"
+    finally:
+        release.set()
+        started[0][0].join(10)
+    assert Category.objects.get(slug="news").title == "Other"
+    assert Category.objects.get(slug="old-news").title == "Ours"
