@@ -29,7 +29,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Hashable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -48,7 +47,7 @@ from freshcache.dependencies import Deps, query_dependencies, text_exact
 from freshcache.exceptions import SerializationError, UncacheableQuery
 from freshcache.local import local_gets
 from freshcache.memo import Memo
-from freshcache.prepared import allowed, prepared
+from freshcache.prepared import where_allowed
 from freshcache.serializers import rows_codec
 from freshcache.signals import cache_read
 from freshcache.stamps import UNKNOWN, column_value, field_info
@@ -394,8 +393,7 @@ def _fill(read: _Read, probe: Any, wait: bool = False) -> list[Sequence[Any]]:
     sql = _statements.get(known) if known is not None else None
     if sql is not None:
         # Its one value is compared with its column: it may be prepared (freshcache.prepared).
-        binding = prepared(connection) if allowed(connection) else nullcontext()
-        with binding, connection.cursor() as cursor:
+        with where_allowed(connection), connection.cursor() as cursor:
             cursor.execute(sql, (_db_param(read),))
             rows = cursor.fetchall()
     else:

@@ -17,10 +17,10 @@ PostgreSQL then infers each value's type from its column, as it does for Django'
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-__all__ = ["allowed", "prepared"]
+__all__ = ["allowed", "prepared", "where_allowed"]
 
 #: Django's two psycopg 3 cursor classes: (inlining, server-side binding).
 _classes: list[tuple[Any, Any]] = []
@@ -59,3 +59,9 @@ def prepared(connection: Any) -> Iterator[None]:
         yield
     finally:
         raw.cursor_factory = inlining
+
+
+def where_allowed(connection: Any, wanted: bool = True) -> AbstractContextManager[None]:
+    """:func:`prepared` if ``wanted`` and :func:`allowed`; otherwise a context that changes
+    nothing."""
+    return prepared(connection) if wanted and allowed(connection) else nullcontext()

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
@@ -47,7 +46,7 @@ from django.db.models.lookups import Exact, In
 from django.db.models.sql.where import AND
 
 from freshcache.memo import Memo
-from freshcache.prepared import allowed, prepared
+from freshcache.prepared import where_allowed
 
 __all__ = ["Returned", "pinned_rows", "run_returning"]
 
@@ -195,9 +194,8 @@ def _execute(
         return result
 
     compiler.as_sql = as_sql
-    binding = prepared(connection) if prepare and allowed(connection) else nullcontext()
     try:
-        with binding, connection.execute_wrapper(catch):
+        with where_allowed(connection, prepare), connection.execute_wrapper(catch):
             result = run()
     finally:
         del compiler.as_sql
