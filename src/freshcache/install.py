@@ -25,12 +25,12 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.models.manager import BaseManager
 from django.db.models.sql import compiler as sql_compiler
 from django.db.models.sql.constants import MULTI
 
-from freshcache import capture, chains, dbcascade, invalidation, queryset, rawsql
+from freshcache import capture, chains, dbcascade, fastsave, invalidation, queryset, rawsql
 from freshcache import transaction as tx
 
 __all__ = ["install", "installed", "uninstall"]
@@ -93,6 +93,30 @@ def _update_execute(original: Callable[..., Any]) -> Callable[..., Any]:
         )
 
     return execute_sql
+
+
+def _save_update(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _do_update(
+        self: Any,
+        base_qs: Any,
+        using: str,
+        pk_val: Any,
+        values: Any,
+        update_fields: Any,
+        forced_update: Any,
+        *rest: Any,
+    ) -> Any:
+        def django() -> Any:
+            return original(self, base_qs, using, pk_val, values, update_fields, forced_update,
+                            *rest)  # fmt: skip
+
+        returning_fields = rest[0] if len(rest) == 1 else None
+        if len(rest) > 1:
+            return django()
+        return fastsave.update(base_qs, using, pk_val, values, forced_update, returning_fields,
+                               _orm, django)  # fmt: skip
+
+    return _do_update
 
 
 # -- connection wrappers --------------------------------------------------------------------------
@@ -243,6 +267,7 @@ def install() -> None:
     _wrap(sql_compiler.SQLCompiler, "execute_sql", _select_execute)
     _wrap(sql_compiler.SQLInsertCompiler, "execute_sql", _insert_execute)
     _wrap(sql_compiler.SQLUpdateCompiler, "execute_sql", _update_execute)
+    _wrap(Model, "_do_update", _save_update)
     _wrap(QuerySet, "_fetch_all", queryset.fetch_scope)
     _wrap(QuerySet, "get", queryset.fast_get_scope)
     for name in ("first", "last"):

@@ -39,6 +39,8 @@ __all__ = [
     "invalidate_all",
     "invalidate_model",
     "invalidate_obj",
+    "invalidate_returned",
+    "needed_fields",
     "no_invalidation",
 ]
 
@@ -131,7 +133,7 @@ def request(using: str, changes: Sequence[TableChange]) -> None:
 # -- rows and columns -----------------------------------------------------------------------------
 
 
-def _needed_fields(model: type[Model], using: str) -> tuple[list[Any], frozenset[str]] | None:
+def needed_fields(model: type[Model], using: str) -> tuple[list[Any], frozenset[str]] | None:
     """The fields whose old values the table's schemes need (pk first, empty when the table has
     no schemes); None means "invalidate the whole table"."""
     table = model._meta.db_table
@@ -326,7 +328,7 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         skipped(using, [model._meta.db_table])
         return result
     connection = connections[using]
-    needed = _needed_fields(model, using)
+    needed = needed_fields(model, using)
     if needed and needed[0]:
         limit = 1 << 62 if _force_granular.get() else int(settings.GRANULAR_WRITE_LIMIT)
         pinned = pinned_rows(query, limit)
@@ -337,16 +339,7 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
             outcome = run_returning(compiler, run, needed[0], delete, through[1] if through else ())
             if outcome is not None:
                 result, old, new, written = outcome
-                table = query.model._meta.db_table
-                if old is None or new is None:  # the old values did not come back
-                    request(using, [TableChange(table=table, whole_table=True)])
-                    return result
-                fields, columns = needed
-                rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
-                fill = None
-                if through is not None and written is not None:
-                    fill = writethrough.fill(through[0], written, through[2], connection)
-                request(using, [TableChange(table=table, rows=rows, columns=columns, fill=fill)])
+                invalidate_returned(model, connection, needed, through, old, new, written)
                 return result
     if (
         needed
@@ -358,6 +351,30 @@ def _update_or_delete(compiler: Any, run: Callable[[], Any], *, delete: bool) ->
         with transaction.atomic(using=using, savepoint=False):
             return _write_with_old_values(compiler, run, delete, needed)
     return _write_with_old_values(compiler, run, delete, needed)
+
+
+def invalidate_returned(
+    model: type[Model],
+    connection: Any,
+    needed: tuple[list[Any], frozenset[str]],
+    through: tuple[writethrough.Loaded, list[Any], int] | None,
+    old: list[tuple[Any, ...]] | None,
+    new: list[tuple[Any, ...]] | None,
+    written: tuple[Any, ...] | None,
+) -> None:
+    """Invalidate what a write that returned its rows' values changed (the whole table when
+    they did not come back), storing the row it wrote if its save writes through."""
+    table = model._meta.db_table
+    using = connection.alias
+    if old is None or new is None:
+        request(using, [TableChange(table=table, whole_table=True)])
+        return
+    fields, columns = needed
+    rows = [_normalized(model, fields, row) for row in _distinct_rows(old, new)]
+    fill = None
+    if through is not None and written is not None:
+        fill = writethrough.fill(through[0], written, through[2], connection)
+    request(using, [TableChange(table=table, rows=rows, columns=columns, fill=fill)])
 
 
 def _write_with_old_values(

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
@@ -48,7 +49,7 @@ from django.db.models.sql.where import AND
 from freshcache.memo import Memo
 from freshcache.prepared import where_allowed
 
-__all__ = ["Returned", "pinned_rows", "run_returning"]
+__all__ = ["Returned", "guarded_form", "guarded_rows", "pinned_rows", "run_returning", "unguarded"]
 
 #: (the statement's result, old rows, new rows, the whole row as written); rows are None when
 #: the statement did not return what was asked (the caller then invalidates the whole table);
@@ -65,6 +66,9 @@ _rewrites: Memo[tuple[Any, ...], tuple[str, list[str], int] | None] = Memo()
 #: Guarded forms of one-row updates by the same key: text, returned names, repeated parameters.
 _guards: Memo[tuple[Any, ...], tuple[str, list[str], list[int]] | None] = Memo()
 _converters: dict[tuple[int, str], tuple[Any, list[Any], Any]] = {}
+#: Set while a write runs that has just sent its guarded form and seen no row come back
+#: (:mod:`freshcache.fastsave`): sending it again would only find the same.
+unguarded: ContextVar[bool] = ContextVar("freshcache_unguarded", default=False)
 
 
 def pinned_rows(query: Any, limit: int) -> bool:
@@ -119,11 +123,13 @@ def run_returning(
         known = _rewrites.put(memo, _rewrite(compiler, connection, sql, params, fields, delete))
     if known is None:
         return None
-    if not delete:
+    if not delete and not unguarded.get():
         guarded = (*memo, tuple(f.column for f in whole))
         guard = _guards.get(guarded, _UNKNOWN)
         if guard is _UNKNOWN:
-            guard = _guards.put(guarded, _guarded(compiler, connection, sql, params, fields, whole))
+            guard = _guards.put(
+                guarded, guarded_form(compiler, connection, sql, params, fields, whole)
+            )
         if guard is not None:
             text, names, picks = guard
             result, rows = _execute(
@@ -135,15 +141,10 @@ def run_returning(
                 names,
                 prepare=True,
             )
-            if rows is None or len(rows) > 1:
+            if rows is None:
                 return result, None, None, None
             if rows:
-                n = len(fields)
-                if rows[0][n] is not True:  # a trigger changed a needed column
-                    return result, None, None, None
-                final = whole and rows[0][n + 1] is True
-                row = tuple(rows[0][n + 2 :]) if final else None
-                return result, [_converted(connection, fields, rows[0][:n])], [], row
+                return (result, *guarded_rows(connection, fields, bool(whole), rows))
     rewritten, names, repeated = known
     # Both rewrites keep the parameters in their order (SET values, then the WHERE's); the
     # update's WHERE appears twice, so its parameters follow once more.
@@ -159,6 +160,23 @@ def run_returning(
     old_rows = [_converted(connection, fields, row[:n]) for row in returned]
     new_rows = [] if delete else [_converted(connection, fields, row[n:]) for row in returned]
     return result, old_rows, new_rows, None
+
+
+def guarded_rows(
+    connection: Any, fields: Sequence[Any], whole: bool, rows: Sequence[Sequence[Any]]
+) -> tuple[list[tuple[Any, ...]] | None, list[tuple[Any, ...]] | None, tuple[Any, ...] | None]:
+    """What the rows a guarded update returned (at least one) report: its old rows, its new
+    rows (none: old and new are one row) and, if ``whole`` was asked for and the row is final,
+    the whole row as written. Old and new are None when they cannot be trusted: more than one
+    row, or a trigger changed a needed column."""
+    if len(rows) > 1:
+        return None, None, None
+    n = len(fields)
+    if rows[0][n] is not True:  # a trigger changed a needed column
+        return None, None, None
+    final = whole and rows[0][n + 1] is True
+    row = tuple(rows[0][n + 2 :]) if final else None
+    return [_converted(connection, fields, rows[0][:n])], [], row
 
 
 def _execute(
@@ -249,7 +267,7 @@ _EXACT_TYPES = frozenset({"integer", "bigint", "smallint", "boolean", "uuid"})
 _TEXT_TYPE = re.compile(r"(varchar(\(\d+\))?|text|citext)")
 
 
-def _guarded(
+def guarded_form(
     compiler: Any,
     connection: Any,
     sql: str,
@@ -342,7 +360,7 @@ _FINAL = (
 
 
 def _exactness(field: Any, connection: Any) -> str | None:
-    """How :func:`_guarded` compares the column so that equal values are one stamp: as its own
+    """How :func:`guarded_form` compares the column so that equal values are one stamp: as its own
     type (integers, booleans, UUIDs: the type's name) or as "text" (bytes); None for the
     others (numbers with a scale, dates, JSON, arrays...), which take the locking statement."""
     db_type = (field.db_type(connection) or "").lower()

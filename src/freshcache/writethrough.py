@@ -48,7 +48,7 @@ from freshcache.serializers import rows_codec
 from freshcache.stamps import new_token
 from freshcache.store import STAMP_MARGIN, Plan, store
 
-__all__ = ["Loaded", "cache_on_save", "fill", "pending", "remember", "saving"]
+__all__ = ["Loaded", "cache_on_save", "fill", "pending", "remember", "saving", "taken"]
 
 #: The instance whose ``save()`` is running on this thread (set by ``pre_save``).
 _saving: ContextVar[Any] = ContextVar("freshcache_saving", default=None)
@@ -101,13 +101,18 @@ def saving(sender: type, instance: Any, raw: bool = False, **kwargs: Any) -> Non
     _saving.set(None if raw else instance)
 
 
-def pending(model: type, connection: Any) -> tuple[Loaded, list[Any], int] | None:
+def pending(
+    model: type, connection: Any, *, keep: bool = False
+) -> tuple[Loaded, list[Any], int] | None:
     """The load of the instance being saved, the fields to return and where the primary key
-    is among them, if its save may write the row through."""
+    is among them, if its save may write the row through. Only one UPDATE per save may:
+    whatever comes after it is not this save's, so the first to ask takes the instance, unless
+    asked to ``keep`` it for now (the caller then calls :func:`taken` as it sends its UPDATE)."""
     instance = _saving.get()
     if instance is None:
         return None
-    _saving.set(None)  # one UPDATE per save: whatever comes next is not this save's
+    if not keep:
+        _saving.set(None)
     if type(instance)._meta.concrete_model is not model:
         return None
     loaded: Loaded | None = instance._state.__dict__.get(_ATTR)
@@ -123,6 +128,11 @@ def pending(model: type, connection: Any) -> tuple[Loaded, list[Any], int] | Non
         return None
     fields = list(model._meta.concrete_fields)
     return loaded, fields, fields.index(model._meta.pk)
+
+
+def taken() -> None:
+    """The UPDATE of the save :func:`pending` kept the instance for is being sent."""
+    _saving.set(None)
 
 
 def fill(loaded: Loaded, row: tuple[Any, ...], pk_index: int, connection: Any) -> Fill | None:

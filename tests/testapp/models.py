@@ -111,6 +111,38 @@ class Member(models.Model):
     level = models.IntegerField(default=0)
 
 
+class Ticket(models.Model):
+    """Saved with ``select_on_save``: Django checks that the row exists before updating it."""
+
+    title = models.CharField(max_length=50)
+    priority = models.IntegerField(default=0)
+
+    class Meta:
+        select_on_save = True
+
+
+class _EqualToNothing(str):
+    """A prepared value that equals nothing, as a driver's adapter without equality does."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+class UnequalCharField(models.CharField):  # type: ignore[type-arg]
+    """Prepares its values as :class:`_EqualToNothing`; the database stores them as text."""
+
+    def get_db_prep_save(self, value: object, connection: object) -> object:
+        value = super().get_db_prep_save(value, connection)
+        return _EqualToNothing(value) if isinstance(value, str) else value
+
+
+class Badge(models.Model):
+    label = UnequalCharField(max_length=50)
+    level = models.IntegerField(default=0)
+
+
 class Note(models.Model):
     """A table name with capitals, which SQLite matches whatever the case a statement uses."""
 
