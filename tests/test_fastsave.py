@@ -347,3 +347,37 @@ def test_a_shape_whose_parameters_differ_from_the_compilers_is_never_fast(
     assert len(updates_compiled) == (4 if fast() else 3)
     if fast():
         assert None in fastsave._texts.values()
+
+
+def test_a_compiler_wrapped_after_freshcache_sees_every_save(
+    updates_compiled: list[str], post: Post
+) -> None:
+    """A profiler (or another library) that wraps the update compiler after freshcache must
+    see every save: the fast path stands aside while it is there."""
+    seen: list[Any] = []
+    original = SQLUpdateCompiler.execute_sql
+
+    def profiler(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(self.query.model)
+        return original(self, *args, **kwargs)
+
+    for score in (2, 3):  # learned, then fast
+        p = Post.objects.get(pk=post.pk)
+        p.score = score
+        p.save()
+    SQLUpdateCompiler.execute_sql = profiler  # type: ignore[method-assign]
+    try:
+        for score in (4, 5, 6):
+            p = Post.objects.get(pk=post.pk)
+            p.score = score
+            p.save()
+            assert cached_post(post.pk) == db_post(post.pk)
+    finally:
+        SQLUpdateCompiler.execute_sql = original  # type: ignore[method-assign]
+    assert seen == [Post] * 3
+    del updates_compiled[:]
+    p = Post.objects.get(pk=post.pk)
+    p.score = 7
+    p.save()
+    assert updates_compiled == ([] if fast() else updates_compiled)
+    assert cached_post(post.pk) == db_post(post.pk)

@@ -6,7 +6,8 @@ Django's methods are wrapped (``functools.wraps``, undone through ``__wrapped__`
   say which op a read is (``_fetch_all``, ``get``, ``first``, ``last``, ``count``,
   ``aggregate``, ``exists``);
 * ORM writes: the insert and update compilers' ``execute_sql``, and deletes (which run through
-  ``SQLCompiler.execute_sql`` with a ``SQLDeleteCompiler``);
+  ``SQLCompiler.execute_sql`` with a ``SQLDeleteCompiler``); ``Model._do_update``, which sends a
+  save's guarded UPDATE without compiling once its shape is known (:mod:`freshcache.fastsave`);
 * transactions: ``commit``/``rollback``/``set_autocommit``/``close`` end a connection's dirty
   state, ``run_and_clear_commit_hooks`` runs our invalidations before the user's callbacks;
 * raw writes: an execute wrapper on every connection (``connection_created``);
@@ -96,6 +97,9 @@ def _update_execute(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _save_update(original: Callable[..., Any]) -> Callable[..., Any]:
+    # Another library's ``_do_update`` under ours must run on every save: no fast path then.
+    djangos = getattr(original, "__module__", "") == "django.db.models.base"
+
     def _do_update(
         self: Any,
         base_qs: Any,
@@ -111,7 +115,7 @@ def _save_update(original: Callable[..., Any]) -> Callable[..., Any]:
                             *rest)  # fmt: skip
 
         returning_fields = rest[0] if len(rest) == 1 else None
-        if len(rest) > 1:
+        if not djangos or len(rest) > 1:
             return django()
         return fastsave.update(base_qs, using, pk_val, values, forced_update, returning_fields,
                                _orm, django)  # fmt: skip
