@@ -48,7 +48,7 @@ from django.db.models.query import ModelIterable
 from django.db.models.sql.constants import MULTI, SINGLE
 from django.db.models.sql.query import Query
 
-from freshcache import aggregates, capture, fastget, fieldpaths, rebuild
+from freshcache import aggregates, capture, directmiss, fastget, fieldpaths, rebuild
 from freshcache import transaction as tx
 from freshcache.conf import on_reset, profile_for, settings
 from freshcache.memo import Memo
@@ -83,6 +83,8 @@ class _Entry:
     finish: aggregates.Finisher | None = dataclasses.field(default=None, compare=False)
     #: For a fetch with ``select_related()``: where each model sits in the rows.
     layout: rebuild.Layout | None = dataclasses.field(default=None, compare=False)
+    #: What a miss sends (:mod:`freshcache.directmiss`); None: the general path.
+    statement: directmiss.Statement | None = dataclasses.field(default=None, compare=False)
 
 
 _memo: dict[Hashable, _Entry] = {}
@@ -401,22 +403,34 @@ def _read(
             logger.warning("freshcache: payload at %s rejected (%s)", entry.key, exc)
         else:
             cache_read.send(sender=model, func=None, hit=True)
-            if op == "count":
-                return 0 if payload is None else int(payload[0])
-            if op == "exists":
-                return bool(payload)
-            if entry.finish is not None:
-                return entry.finish(payload, connection)
-            if entry.layout is not None:
-                qs._result_cache = rebuild.with_related(entry.layout, db, connection, payload, qs)
-            else:
-                qs._result_cache = rebuild.instances(model, db, connection, payload, qs)
-            return general()  # prefetches, if any
+            return _finish(qs, op, entry, payload, connection, general)
+    elif probe is not None and entry.statement is not None and not policy[1] and directmiss.ready():
+        payload = directmiss.run(entry.statement, connection, entry.key, entry.plan, probe,
+                                 timeout, model)  # fmt: skip
+        return _finish(qs, op, entry, payload, connection, general)
     token = probed.set((entry.key, probe))
     try:
         return general()
     finally:
         probed.reset(token)
+
+
+def _finish(
+    qs: QuerySet[Any], op: str, entry: _Entry, payload: Any, connection: Any, general: Any
+) -> Any:
+    """The read's result from its rows as ``execute_sql`` returned them."""
+    if op == "count":
+        return 0 if payload is None else int(payload[0])
+    if op == "exists":
+        return bool(payload)
+    if entry.finish is not None:
+        return entry.finish(payload, connection)
+    db = connection.alias
+    if entry.layout is not None:
+        qs._result_cache = rebuild.with_related(entry.layout, db, connection, payload, qs)
+    else:
+        qs._result_cache = rebuild.instances(qs.model, db, connection, payload, qs)
+    return general()  # prefetches, if any
 
 
 def _learn(
@@ -452,37 +466,20 @@ def _entry(slot: list[Learned], model: Any, op: str, db: str, query: Query) -> _
     compiler = learned.compiler
     if compiler.connection.alias != db:
         return None
+    plan, key = learned.plan, learned.key
+    direct = directmiss.learn(compiler, learned.result_type, learned.sql, learned.params)
     if op == "aggregate":
         finish = aggregates.finisher_for(compiler)
         if learned.result_type != SINGLE or len(slot) != 1 or finish is None:
             return None
-        return _Entry(learned.plan, learned.key, finish)
+        return _Entry(plan, key, finish, statement=direct)
     if op in ("count", "exists"):
         ok = learned.result_type == SINGLE and len(slot) == 1
-        return _Entry(learned.plan, learned.key) if ok else None
+        return _Entry(plan, key, statement=direct) if ok else None
     if learned.result_type != MULTI or compiler.query is not query:
         return None
     if not query.select_related:
-        return _Entry(learned.plan, learned.key) if _default_rows(model, db, compiler) else None
+        ok = rebuild.default_rows(model, db, compiler)
+        return _Entry(plan, key, statement=direct) if ok else None
     layout = rebuild.layout_of(model, compiler)
-    return _Entry(learned.plan, learned.key, layout=layout) if layout is not None else None
-
-
-def _default_rows(model: Any, db: str, compiler: Any) -> bool:
-    """Whether the compiled fetch selected exactly the model's default columns, in the order the
-    rebuild recipe expects (no related objects, annotations or extra columns)."""
-    info = compiler.klass_info
-    if (
-        not info
-        or info.get("model") is not model
-        or info.get("related_klass_infos")
-        or compiler.annotation_col_map
-        or getattr(compiler, "has_extra_select", False)
-    ):
-        return False
-    fields = list(info["select_fields"])
-    if fields != list(range(compiler.col_count)):
-        return False
-    recipe = rebuild.rebuild_for(model, db)
-    names = tuple(s[0].target.attname for s in compiler.select[: compiler.col_count])
-    return names == recipe.init_list
+    return _Entry(plan, key, layout=layout, statement=direct) if layout is not None else None

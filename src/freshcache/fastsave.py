@@ -34,13 +34,13 @@ from typing import Any
 
 from django.db import connections
 from django.db.models.sql import UpdateQuery
-from django.db.models.sql.compiler import SQLCompiler, SQLUpdateCompiler
 from django.db.models.sql.query import Query
 
 from freshcache import fastget, invalidation, returning, writethrough
 from freshcache.conf import settings
 from freshcache.memo import Memo
 from freshcache.prepared import where_allowed
+from freshcache.wrapped import compilers_are_ours
 
 __all__ = ["update"]
 
@@ -51,9 +51,6 @@ _AGAIN: Any = object()
 #: not ours to skip.
 _QS_METHODS = ("filter", "_filter_or_exclude", "_filter_or_exclude_inplace", "_update",
                "_chain", "_clone")  # fmt: skip
-_COMPILER_MODULE = "django.db.models.sql.compiler"
-#: Whether the compilers' current ``execute_sql`` methods are Django's under ours alone.
-_verdict: dict[tuple[Any, Any], bool] = {}
 #: By shape: the guarded text, its repeated parameters and whether NULLs are written into the
 #: text (see :func:`_learn`); None: the shape is not fast.
 _texts: Memo[tuple[Any, ...], tuple[str, list[int], bool] | None] = Memo()
@@ -96,7 +93,7 @@ def _fast(
 ) -> Any:
     """The result, :data:`NOT_HANDLED` (nothing sent) or :data:`_AGAIN` (the guarded form
     updated nothing)."""
-    if not settings.ENABLED or not values or returning_fields or not _compilers_are_ours():
+    if not settings.ENABLED or not values or returning_fields or not compilers_are_ours():
         return NOT_HANDLED
     model = base_qs.model
     opts = model._meta
@@ -166,22 +163,6 @@ def _fast(
     old, new, written = returning.guarded_rows(connection, needed[0], bool(whole), rows)
     invalidation.invalidate_returned(model, connection, needed, through, old, new, written)
     return [()] * len(rows) if returning_fields is not None else True
-
-
-def _compilers_are_ours() -> bool:
-    """Whether what a save would run through is Django's compiler under freshcache's wrapper
-    alone: a profiler or another library that wrapped it since must see every save."""
-    current = (SQLCompiler.execute_sql, SQLUpdateCompiler.execute_sql)
-    known = _verdict.get(current)
-    if known is None:
-        known = all(
-            getattr(f, "_freshcache", False)
-            and getattr(getattr(f, "__wrapped__", None), "__module__", "") == _COMPILER_MODULE
-            for f in current
-        )
-        _verdict.clear()
-        _verdict[current] = known
-    return known
 
 
 def _learn(

@@ -293,6 +293,8 @@ class Learned:
     result_type: str
     plan: Plan
     key: str
+    sql: str
+    params: Any
 
 
 #: Set by a fast read that wants the next cacheable read's plan and key (its own, compiled).
@@ -367,7 +369,7 @@ def _read(
     model = query.model
     slot = learning.get()
     if slot is not None:
-        slot.append(Learned(compiler, result_type, plan, key))
+        slot.append(Learned(compiler, result_type, plan, key, sql, params))
     # Nothing from memory while this process owes invalidations (an outage, a partition).
     local = bool(policy and policy[2]) and not captures and store.healthy()
     seq = local_gets.seq

@@ -30,6 +30,7 @@ from freshcache.memo import Memo
 __all__ = [
     "Layout",
     "Rebuild",
+    "default_rows",
     "instances",
     "layout_of",
     "learn",
@@ -302,3 +303,23 @@ def with_related(
             populator.populate(row, obj)
         out.append(obj)
     return out
+
+
+def default_rows(model: Any, db: str, compiler: Any) -> bool:
+    """Whether the compiled fetch selected exactly the model's default columns, in the order the
+    rebuild recipe expects (no related objects, annotations or extra columns)."""
+    info = compiler.klass_info
+    if (
+        not info
+        or info.get("model") is not model
+        or info.get("related_klass_infos")
+        or compiler.annotation_col_map
+        or getattr(compiler, "has_extra_select", False)
+    ):
+        return False
+    fields = list(info["select_fields"])
+    if fields != list(range(compiler.col_count)):
+        return False
+    recipe = rebuild_for(model, db)
+    names = tuple(s[0].target.attname for s in compiler.select[: compiler.col_count])
+    return names == recipe.init_list
