@@ -32,6 +32,9 @@ collect_ignore = [] if hasattr(models, "DB_CASCADE") else ["test_db_on_delete.py
 #: GeneratedField (Django 5.0+) likewise.
 if not hasattr(models, "GeneratedField"):
     collect_ignore.append("test_generated_fields.py")
+#: CompositePrimaryKey (Django 5.2+) likewise.
+if not hasattr(models, "CompositePrimaryKey"):
+    collect_ignore.append("test_composite_pk.py")
 
 
 def flush_test_redis() -> None:

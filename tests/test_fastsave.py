@@ -381,3 +381,50 @@ def test_a_compiler_wrapped_after_freshcache_sees_every_save(
     p.save()
     assert updates_compiled == ([] if fast() else updates_compiled)
     assert cached_post(post.pk) == db_post(post.pk)
+
+
+def test_a_statement_a_wrapper_sends_in_front_is_not_taken_for_ours(
+    post: Post, news: Category
+) -> None:
+    """An execute wrapper that puts a statement of its own in front of each UPDATE (a context
+    ``set_config``, as audit libraries do) leaves the cursor on that statement's result: the
+    save must not read it as its row, and must still invalidate what it wrote."""
+    raw = connection.connection if connection.vendor == "postgresql" else None
+    threshold = getattr(raw, "prepare_threshold", None)
+
+    def context(execute: Any, sql: str, params: Any, many: bool, ctx: Any) -> Any:
+        if connection.vendor == "postgresql" and sql.startswith("UPDATE"):
+            sql = "SELECT set_config('app.who', 'tests', false); " + sql
+        return execute(sql, params, many, ctx)
+
+    warm(post, news)
+    p = Post.objects.get(pk=post.pk)
+    p.save()  # learned
+    if raw is not None:
+        raw.prepare_threshold = None  # a prepared statement holds one command only
+    try:
+        with connection.execute_wrapper(context):
+            for score in (41, 42):
+                warm(post, news)
+                p = Post.objects.get(pk=post.pk)
+                p.score = score
+                p.save()
+                assert reads(post, news) == in_db(post, news)
+                assert reads(post, news)["sum"] == score
+    finally:
+        if raw is not None:
+            raw.prepare_threshold = threshold
+
+
+def test_errors_come_in_djangos_order(post: Post) -> None:
+    """Django names the row before it prepares the values: a bad key is reported first."""
+    p = Post.objects.get(pk=post.pk)
+    p.save()  # learned
+    p.pk, p.score = "abc", "xyz"
+    with pytest.raises(ValueError, match="'id'"):
+        p.save()
+    p = Post.objects.get(pk=post.pk)
+    p.score = "xyz"
+    with pytest.raises(ValueError, match="'score'"):
+        p.save()
+    assert db_post(post.pk) == ("first", post.category_id, 1, Decimal("1.50"), post.author_id)

@@ -51,9 +51,9 @@ _AGAIN: Any = object()
 #: not ours to skip.
 _QS_METHODS = ("filter", "_filter_or_exclude", "_filter_or_exclude_inplace", "_update",
                "_chain", "_clone")  # fmt: skip
-#: By shape: the guarded text, its repeated parameters and whether NULLs are written into the
-#: text (see :func:`_learn`); None: the shape is not fast.
-_texts: Memo[tuple[Any, ...], tuple[str, list[int], bool] | None] = Memo()
+#: By shape: the guarded text, how many columns it returns, its repeated parameters and whether
+#: NULLs are written into the text (see :func:`_learn`); None: the shape is not fast.
+_texts: Memo[tuple[Any, ...], tuple[str, int, list[int], bool] | None] = Memo()
 
 
 def update(
@@ -114,6 +114,14 @@ def _fast(
         or not fastget.pristine(query, shape)
     ):
         return NOT_HANDLED
+    needed = invalidation.needed_fields(model, using)
+    if not needed or not needed[0]:
+        return NOT_HANDLED  # no schemes, or none known: the general path decides
+    pk = opts.pk
+    try:  # Django names the row before it prepares the values: its errors come in that order
+        key_param = pk.get_db_prep_value(pk.get_prep_value(pk_val), connection, prepared=True)
+    except Exception:  # Django's own path raises the error users expect
+        return NOT_HANDLED
     prepped: list[Any] = []
     names: list[str] = []
     for field, _model, value in values:
@@ -128,14 +136,6 @@ def _fast(
             return NOT_HANDLED
         names.append(field.attname)
         prepped.append(value)
-    needed = invalidation.needed_fields(model, using)
-    if not needed or not needed[0]:
-        return NOT_HANDLED  # no schemes, or none known: the general path decides
-    pk = opts.pk
-    try:
-        key_param = pk.get_db_prep_value(pk.get_prep_value(pk_val), connection, prepared=True)
-    except Exception:  # Django's own path raises the error users expect
-        return NOT_HANDLED
     through = writethrough.pending(model, connection, keep=True)
     whole = through[1] if through is not None else ()
     key = (model, using, type(connection), tuple(names), tuple(v is None for v in prepped),
@@ -147,22 +147,34 @@ def _fast(
     if learned is None:
         return NOT_HANDLED
     writethrough.taken()
-    text, picks, inlines_null = learned
+    text, width, picks, inlines_null = learned
     sent = [v for v in prepped if v is not None] if inlines_null else prepped
     sent.append(key_param)
     params = (*sent, *(sent[i] for i in picks))
 
-    def run() -> list[Any]:
+    def run() -> tuple[list[Any] | None, int]:
         with where_allowed(connection), connection.cursor() as cursor:
             cursor.execute(text, params)
-            return list(cursor.fetchall())
+            # An execute wrapper may have sent statements of its own with ours (a context
+            # ``SELECT set_config(...)`` in front): the cursor then stands on another result.
+            # Ours is an UPDATE that reports as many rows as it returns, each ``width`` wide.
+            status = cursor.statusmessage or ""
+            if not status.startswith("UPDATE "):
+                return None, cursor.rowcount
+            rows = list(cursor.fetchall())
+            ours = status == f"UPDATE {len(rows)}" and all(len(r) == width for r in rows)
+            return (rows if ours else None), cursor.rowcount
 
-    rows = orm(run)
-    if not rows:
+    rows, count = orm(run)
+    if rows is None:  # not our statement's rows: what it wrote is unknown
+        invalidation.invalidate_returned(model, connection, needed, None, None, None, None)
+    elif not rows:
         return _AGAIN
-    old, new, written = returning.guarded_rows(connection, needed[0], bool(whole), rows)
-    invalidation.invalidate_returned(model, connection, needed, through, old, new, written)
-    return [()] * len(rows) if returning_fields is not None else True
+    else:
+        count = len(rows)
+        old, new, written = returning.guarded_rows(connection, needed[0], bool(whole), rows)
+        invalidation.invalidate_returned(model, connection, needed, through, old, new, written)
+    return [()] * max(count, 0) if returning_fields is not None else count > 0
 
 
 def _learn(
@@ -173,11 +185,12 @@ def _learn(
     key_param: Any,
     fields: list[Any],
     whole: Sequence[Any],
-) -> tuple[str, list[int], bool] | None:
-    """The guarded form of the statement Django compiles for this save (its text and repeated
-    parameters) and whether the compiler writes NULL into the text (Django before 6.1) rather
-    than sending it; None, and the shape is never fast, unless the compiler's parameters are
-    the values :func:`_fast` prepared and no field writes a placeholder of its own."""
+) -> tuple[str, int, list[int], bool] | None:
+    """The guarded form of the statement Django compiles for this save (its text, how many
+    columns it returns and its repeated parameters) and whether the compiler writes NULL into
+    the text (Django before 6.1) rather than sending it; None, and the shape is never fast,
+    unless the compiler's parameters are the values :func:`_fast` prepared and no field writes
+    a placeholder of its own."""
     if any(
         hasattr(f, "get_placeholder") or hasattr(f, "get_placeholder_sql") for f, _, _ in values
     ):
@@ -199,7 +212,7 @@ def _learn(
         sent.append(key_param)
         if len(params) == len(sent) and all(map(_same, params, sent)):
             guard = returning.guarded_form(compiler, connection, sql, params, fields, whole)
-            return None if guard is None else (guard[0], guard[2], inlines_null)
+            return None if guard is None else (guard[0], len(guard[1]), guard[2], inlines_null)
     return None
 
 

@@ -136,6 +136,8 @@ def request(using: str, changes: Sequence[TableChange]) -> None:
 def needed_fields(model: type[Model], using: str) -> tuple[list[Any], frozenset[str]] | None:
     """The fields whose old values the table's schemes need (pk first, empty when the table has
     no schemes); None means "invalidate the whole table"."""
+    if getattr(model._meta, "is_composite_pk", False):
+        return None  # no one column names a row (Django 5.2's CompositePrimaryKey)
     table = model._meta.db_table
     schemes = store.known_schemes(key_prefix(using, (table,)), table)
     if schemes is None:
@@ -232,7 +234,10 @@ def on_insert(compiler: Any, run: Callable[[], Any]) -> Any:
     if not active():
         skipped(using, [table])
         return result
-    if getattr(query, "on_conflict", None) is not None and getattr(query, "update_fields", None):
+    if (
+        getattr(query, "on_conflict", None) is not None and getattr(query, "update_fields", None)
+    ) or getattr(model._meta, "is_composite_pk", False):
+        # An upsert may have updated rows it does not report; a composite key is no column.
         request(using, [TableChange(table=table, whole_table=True)])
         return result
     fields = list(model._meta.local_concrete_fields)

@@ -210,3 +210,13 @@ if hasattr(models, "DB_CASCADE"):  # Django 6.1+: on_delete carried out by the d
             "self", on_delete=models.DB_CASCADE, null=True, related_name="children"
         )
         name = models.CharField(max_length=50)
+
+
+if hasattr(models, "CompositePrimaryKey"):  # Django 5.2+: a primary key of several columns
+
+    class Pair(models.Model):
+        pk = models.CompositePrimaryKey("left", "right")
+        left = models.IntegerField()
+        right = models.CharField(max_length=20)
+        label = models.CharField(max_length=50)
+        weight = models.IntegerField(default=0)
