@@ -142,25 +142,43 @@ def run_async(coroutine: Any) -> Any:
     return asyncio.run(main())
 
 
-@pytest.fixture
-def compiles() -> Iterator[list[str]]:
-    """The SQL of every statement compiled while the test runs (the chain tests' witness that a
-    read skipped the compiler)."""
-    from django.db.models.sql.compiler import SQLCompiler
-
+@contextlib.contextmanager
+def compiled_by(klass: Any) -> Iterator[list[str]]:
+    """The SQL of every statement ``klass.as_sql`` compiles inside the block (Django's own
+    method runs; the list only watches)."""
     seen: list[str] = []
-    original = SQLCompiler.as_sql
+    original = klass.as_sql
 
     def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
         sql, params = original(self, *args, **kwargs)
         seen.append(sql)
         return sql, params
 
-    SQLCompiler.as_sql = spy  # type: ignore[method-assign]
+    klass.as_sql = spy
     try:
         yield seen
     finally:
-        SQLCompiler.as_sql = original  # type: ignore[method-assign]
+        klass.as_sql = original
+
+
+@pytest.fixture
+def compiles() -> Iterator[list[str]]:
+    """The SQL of every statement compiled while the test runs (the chain tests' witness that a
+    read skipped the compiler)."""
+    from django.db.models.sql.compiler import SQLCompiler
+
+    with compiled_by(SQLCompiler) as seen:
+        yield seen
+
+
+@pytest.fixture
+def updates_compiled() -> Iterator[list[str]]:
+    """The UPDATE statements Django's compiler builds while the test runs (the fast save's
+    witness that a save skipped it)."""
+    from django.db.models.sql.compiler import SQLUpdateCompiler
+
+    with compiled_by(SQLUpdateCompiler) as seen:
+        yield seen
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ answers the general way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,24 +27,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def fast() -> bool:
     return connection.vendor == "postgresql"
-
-
-@pytest.fixture
-def updates_compiled() -> Iterator[list[str]]:
-    """The UPDATE statements Django's compiler builds while the test runs."""
-    seen: list[str] = []
-    original = SQLUpdateCompiler.as_sql
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sql, params = original(self, *args, **kwargs)
-        seen.append(sql)
-        return sql, params
-
-    SQLUpdateCompiler.as_sql = spy  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        SQLUpdateCompiler.as_sql = original  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -94,8 +75,8 @@ def warm(post: Post, news: Category) -> dict[str, Any]:
     }
 
 
-def reads(post: Post, news: Category) -> dict[str, Any]:
-    return warm(post, news)
+#: Reading them again is caching them again.
+reads = warm
 
 
 def in_db(post: Post, news: Category) -> dict[str, Any]:

@@ -19,7 +19,6 @@ as on any miss.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +27,12 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.db.models.sql.constants import MULTI, SINGLE
 
 from freshcache import transaction as tx
-from freshcache.exceptions import SerializationError
-from freshcache.serializers import rows_codec
+from freshcache.queryset import store_rows
 from freshcache.signals import cache_read
 from freshcache.store import Plan, store
 from freshcache.wrapped import compilers_are_ours
 
 __all__ = ["Statement", "learn", "ready", "run"]
-
-logger = logging.getLogger("freshcache")
 
 
 @dataclass(frozen=True)
@@ -88,14 +84,7 @@ def run(
             cut = statement.cut
             payload = rows if cut is None else [r[:cut] for r in rows]
     if tokens is not None:
-        try:
-            data = rows_codec().dumps(payload)
-        except SerializationError as exc:
-            logger.debug("freshcache: %s not cached: %s", key, exc)
-        except Exception as exc:  # a custom codec's bug must not break the read
-            logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
-        else:
-            store.save(key, tokens, data, timeout, plan, wait=False, touch=not probe.touched)
+        store_rows(key, tokens, payload, timeout, plan, probe, wait=False)
     cache_read.send(sender=model, func=None, hit=False)
     return payload
 

@@ -35,7 +35,7 @@ from freshcache.store import Plan, store
 
 logger = logging.getLogger("freshcache")
 
-__all__ = ["CacheOptions", "cached_execute_sql", "current_op"]
+__all__ = ["CacheOptions", "cached_execute_sql", "current_op", "store_rows"]
 
 
 @dataclass(frozen=True)
@@ -466,17 +466,26 @@ def _miss(
             payload: Any = [row for chunk in result for row in chunk]
         else:
             payload = result
-        try:
-            data = rows_codec().dumps(payload)
-        except SerializationError as exc:
-            logger.debug("freshcache: %s not cached: %s", key, exc)
-        except Exception as exc:  # a custom codec's bug must not break the read
-            logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
-        else:
-            if store.save(key, tokens, data, timeout, plan, wait=wait, touch=not probe.touched):
-                stored = payload
+        if store_rows(key, tokens, payload, timeout, plan, probe, wait):
+            stored = payload
     cache_read.send(sender=model, func=None, hit=False)
     return result, stored
+
+
+def store_rows(
+    key: str, tokens: list[bytes], payload: Any, timeout: int, plan: Plan, probe: Any, wait: bool
+) -> bool:
+    """Store a miss's rows against the tokens its lookup read before the query; whether they
+    were stored (a payload the codec refuses is not, and never breaks the read)."""
+    try:
+        data = rows_codec().dumps(payload)
+    except SerializationError as exc:
+        logger.debug("freshcache: %s not cached: %s", key, exc)
+    except Exception as exc:  # a custom codec's bug must not break the read
+        logger.warning("freshcache: %s not cached, the serializer failed: %r", key, exc)
+    else:
+        return store.save(key, tokens, data, timeout, plan, wait=wait, touch=not probe.touched)
+    return False
 
 
 def _record(plan: Plan, tokens: list[bytes] | None) -> None:
